@@ -1,0 +1,61 @@
+"""caffelike: Caffe, reborn on PyTorch.
+
+``import caffelike as caffe`` gives pycaffe's surface: ``Net``, ``TRAIN``/``TEST``,
+``set_mode_cpu``/``set_mode_gpu``, ``io``, the solvers, ``Layer`` for Python layers,
+``NetSpec`` (``layers``/``params``). Names are imported lazily, so the command-line tools
+that need no torch start fast.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+TRAIN = 0
+TEST = 1
+
+# name -> "module" or "module:attribute"
+_LAZY: dict[str, str] = {
+    "Net": "caffelike.net:Net",
+    "Blob": "caffelike.net:Blob",
+    "set_mode_cpu": "caffelike.mode:set_mode_cpu",
+    "set_mode_gpu": "caffelike.mode:set_mode_gpu",
+    "set_device": "caffelike.mode:set_device",
+    "set_random_seed": "caffelike.mode:set_random_seed",
+    "layer_type_list": "caffelike.net:layer_type_list",
+    "Layer": "caffelike.layers.python:Layer",
+    "SGDSolver": "caffelike.solver:SGDSolver",
+    "NesterovSolver": "caffelike.solver:NesterovSolver",
+    "AdaGradSolver": "caffelike.solver:AdaGradSolver",
+    "RMSPropSolver": "caffelike.solver:RMSPropSolver",
+    "AdaDeltaSolver": "caffelike.solver:AdaDeltaSolver",
+    "AdamSolver": "caffelike.solver:AdamSolver",
+    "get_solver": "caffelike.solver:get_solver",
+    "Solver": "caffelike.solver:Solver",
+    "NetSpec": "caffelike.net_spec:NetSpec",
+    "layers": "caffelike.net_spec:layers",
+    "params": "caffelike.net_spec:params",
+    "to_proto": "caffelike.net_spec:to_proto",
+    "Classifier": "caffelike.classifier:Classifier",
+    "io": "caffelike.io",
+    "proto": "caffelike.proto",
+    "errors": "caffelike.errors",
+}
+
+__all__ = ["TRAIN", "TEST", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'caffelike' has no attribute '{name}'")
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    value = getattr(module, attr) if attr else module
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

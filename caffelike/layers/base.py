@@ -1,0 +1,147 @@
+"""The layer contract and the registry keyed by Caffe's type string.
+
+A layer is a ``torch.nn.Module`` built from its ``LayerParameter`` and the shapes of its
+bottoms. ``self.blobs`` holds Caffe's parameter blobs in Caffe's order and shape (what a
+.caffemodel stores for the layer); ``forward(*bottoms)`` returns the list of tops. Counting
+checks (how many bottoms and tops) live in :class:`LayerInfo` and are enforced by the net
+builder, not by each layer.
+
+Adding a layer = one class in its family module::
+
+    @register_layer("AbsVal")
+    class AbsVal(Layer):
+        def forward(self, x):
+            return [AbsValFn.apply(x)]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import LayerError, NetError, Where
+from ..proto import caffe_pb2
+from ..registry import Registry
+
+TRAIN = caffe_pb2.TRAIN
+TEST = caffe_pb2.TEST
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """Caffe's declarative facts about one layer type."""
+
+    type: str
+    cls: type["Layer"]
+    bottoms: tuple[int, int | None]
+    tops: tuple[int, int | None]
+    is_loss: bool = False
+    stats_blobs: bool = False  # blobs are statistics, not learned: lr_mult forced to 0 (BatchNorm)
+    is_data: bool = False  # produces data from a source (no bottoms); excluded from the shape sweep
+
+    def check_counts(self, n_bottoms: int, n_tops: int, where: Where) -> None:
+        for what, n, (lo, hi) in (("bottom", n_bottoms, self.bottoms), ("top", n_tops, self.tops)):
+            if n < lo or (hi is not None and n > hi):
+                if hi == lo:
+                    want = f"exactly {lo}"
+                elif hi is None:
+                    want = f"at least {lo}"
+                else:
+                    want = f"{lo} to {hi}"
+                raise NetError(f"{self.type} takes {want} {what} blob(s), got {n}", where)
+
+
+LAYERS: Registry[LayerInfo] = Registry("layer type", NetError)
+
+
+def _counts(spec: int | tuple[int, int | None]) -> tuple[int, int | None]:
+    return (spec, spec) if isinstance(spec, int) else spec
+
+
+def register_layer(type_name: str, *, bottoms: int | tuple[int, int | None] = 1,
+                   tops: int | tuple[int, int | None] = 1, loss: bool = False,
+                   stats_blobs: bool = False, is_data: bool = False) -> Callable[[type["Layer"]], type["Layer"]]:
+    """Class decorator: register a Layer subclass under Caffe's type string."""
+
+    def wrap(cls: type[Layer]) -> type[Layer]:
+        cls.caffe_type = type_name
+        LAYERS.register(type_name, LayerInfo(type_name, cls, _counts(bottoms), _counts(tops),
+                                             loss, stats_blobs, is_data))
+        return cls
+
+    return wrap
+
+
+class Layer(nn.Module):
+    """Base class of every Caffe layer.
+
+    Subclasses read their ``*_param`` from ``self.param`` in ``__init__`` (after calling
+    ``super().__init__``), create their blobs with :meth:`add_blob`, and implement
+    :meth:`forward`. Top shapes are found by running ``forward`` on meta tensors; layers whose
+    forward cannot run on meta tensors (data-dependent shapes, data sources) override
+    :meth:`top_shapes`.
+    """
+
+    caffe_type: ClassVar[str] = ""
+
+    def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: Sequence[Shape],
+                 phase: int = TEST, where: Where | None = None):
+        super().__init__()
+        self.param = param
+        self.phase = phase
+        self.where = where if where is not None else Where(layer=param.name, type=param.type)
+        self.bottom_shapes: list[Shape] = [tuple(s) for s in bottom_shapes]
+        self.blobs = nn.ParameterList()
+
+    # -- construction helpers -------------------------------------------------------------
+    def error(self, message: str) -> LayerError:
+        """A LayerError located at this layer (raise it)."""
+        return LayerError(message, self.where)
+
+    def add_blob(self, shape: Sequence[int], filler: caffe_pb2.FillerParameter | None = None,
+                 requires_grad: bool = True) -> nn.Parameter:
+        """Append a parameter blob of Caffe shape ``shape``, filled by ``filler`` (default constant 0)."""
+        from ..fillers import fill
+
+        tensor = torch.zeros(tuple(int(d) for d in shape), dtype=torch.float32)
+        if filler is not None:
+            fill(filler, tensor)
+        blob = nn.Parameter(tensor, requires_grad=requires_grad)
+        self.blobs.append(blob)
+        return blob
+
+    # -- running -----------------------------------------------------------------------------
+    def forward(self, *bottoms: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
+        """Shapes of the tops for these bottom shapes, computed without real data."""
+        meta = [torch.empty(s, dtype=torch.float32, device="meta") for s in bottom_shapes]
+        saved = [(b, b.data) for b in self.blobs]
+        try:
+            for b in self.blobs:
+                b.data = torch.empty(b.shape, dtype=b.dtype, device="meta")
+            with torch.no_grad():
+                tops = self.forward(*meta)
+        finally:
+            for b, data in saved:
+                b.data = data
+        return [tuple(t.shape) for t in tops]
+
+    def reshape(self, bottom_shapes: Sequence[Shape]) -> None:
+        """Called when the net is reshaped to new bottom shapes (default: remember them)."""
+        self.bottom_shapes = [tuple(s) for s in bottom_shapes]
+
+    def extra_repr(self) -> str:
+        return f"name={self.param.name!r}, type={self.caffe_type!r}"
+
+
+def canonical_axis(axis: int, num_axes: int, layer: Layer, what: str = "axis") -> int:
+    """Caffe's Blob::CanonicalAxisIndex: negative axes count from the end; out of range is an error."""
+    if not -num_axes <= axis < max(num_axes, 1):
+        raise layer.error(f"{what} {axis} out of range for a {num_axes}-axis blob")
+    return axis + num_axes if axis < 0 else axis

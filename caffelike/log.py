@@ -1,0 +1,90 @@
+"""glog-format logging, the de facto API of Caffe's logs (parse_log.py and friends read it).
+
+Lines look like ``I1127 17:31:06.145418 26758 solver.py:204] Iteration 100, lr = 0.01``.
+Everything in caffelike logs through :func:`get_logger`; :func:`setup_logging` wires the
+handlers the way ``caffe`` does (stderr always, files in ``GLOG_log_dir`` on request) and
+honours ``GLOG_minloglevel``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+from datetime import datetime
+
+LOGGER_NAME = "caffelike"
+_LEVEL_LETTER = {logging.DEBUG: "I", logging.INFO: "I", logging.WARNING: "W",
+                 logging.ERROR: "E", logging.CRITICAL: "F"}
+_GLOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.CRITICAL}
+
+
+class GlogFormatter(logging.Formatter):
+    """Formats a record as ``Lmmdd hh:mm:ss.uuuuuu threadid file:line] msg``."""
+
+    def __init__(self, year_in_prefix: bool = False):
+        super().__init__()
+        self.year_in_prefix = year_in_prefix
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created)
+        stamp = when.strftime("%Y%m%d %H:%M:%S" if self.year_in_prefix else "%m%d %H:%M:%S")
+        letter = _LEVEL_LETTER.get(record.levelno, "I")
+        msg = record.getMessage()
+        if record.exc_info:
+            msg += "\n" + self.formatException(record.exc_info)
+        return (f"{letter}{stamp}.{when.microsecond:06d} {os.getpid():5d} "
+                f"{record.filename}:{record.lineno}] {msg}")
+
+
+def get_logger(name: str | None = None) -> logging.Logger:
+    """The caffelike logger (or a child of it)."""
+    return logging.getLogger(LOGGER_NAME if not name else f"{LOGGER_NAME}.{name}")
+
+
+def _env_level() -> int:
+    try:
+        return _GLOG_LEVELS.get(int(os.environ.get("GLOG_minloglevel", "0")), logging.INFO)
+    except ValueError:
+        return logging.INFO
+
+
+def setup_logging(log_dir: str | None = None, program: str = "caffelike",
+                  stream=None) -> str | None:
+    """Send caffelike's log to stderr in glog format, and to a glog-named file in log_dir.
+
+    ``log_dir`` defaults to ``$GLOG_log_dir``; with ``GLOG_logtostderr=1`` no file is
+    written (as glog). Returns the log file path, if any. Safe to call more than once.
+    """
+    logger = get_logger()
+    logger.setLevel(_env_level())
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        if getattr(handler, "_caffelike", False):
+            logger.removeHandler(handler)
+            handler.close()
+    formatter = GlogFormatter()
+    console = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    console.setFormatter(formatter)
+    console._caffelike = True  # type: ignore[attr-defined]
+    logger.addHandler(console)
+    log_dir = log_dir or os.environ.get("GLOG_log_dir")
+    if not log_dir or os.environ.get("GLOG_logtostderr", "0") not in ("0", "", "false"):
+        return None
+    os.makedirs(log_dir, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    user = os.environ.get("USER", "user")
+    path = os.path.join(log_dir, f"{program}.{socket.gethostname()}.{user}.log.INFO.{stamp}.{os.getpid()}")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(formatter)
+    handler._caffelike = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    link = os.path.join(log_dir, f"{program}.INFO")
+    try:
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(os.path.basename(path), link)
+    except OSError:
+        pass
+    return path
