@@ -12,7 +12,10 @@ $(VENV)/.installed: setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e ".[test]" grpcio-tools==1.62.3
+	$(PY) -m pip install -q -e ".[test]"
+	@echo "==> creating $(VENV)-protoc (the pinned caffe_pb2 generator, checked by the tests)"
+	$(PYTHON) -m venv $(VENV)-protoc
+	$(VENV)-protoc/bin/python -m pip install -q grpcio-tools==1.62.3
 	touch $@
 
 install: $(VENV)/.installed
@@ -21,4 +24,4 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(VENV)-protoc runs
