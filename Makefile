@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
+# OpenCV 4.x: the benchmarks compare against cv2.dnn.readNetFromCaffe, which OpenCV 5 dropped.
+OPENCV_PIN := opencv-python-headless==4.14.0.94
 GPU ?=
 
 .PHONY: test demo install bench clean
@@ -10,8 +12,7 @@ GPU ?=
 $(VENV)/.installed: setup.py pyproject.toml
 	@echo "==> creating $(VENV) and installing caffelike (torch pinned to $(TORCH_PIN))"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q $(TORCH_PIN) $(OPENCV_PIN)
 	$(PY) -m pip install -q -e ".[test]"
 	@echo "==> creating $(VENV)-protoc (the pinned caffe_pb2 generator, checked by the tests)"
 	$(PYTHON) -m venv $(VENV)-protoc
@@ -25,3 +26,22 @@ test: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) $(VENV)-protoc runs
+
+# ---- the main job: the book's mouth Simpleconv3, end to end on the bundled data ----------------
+# make demo            (CPU)      make demo GPU=0      (first GPU)
+DEMO_DIR := runs/mouth
+DEMO_SOLVER := models/mouth/simpleconv3/solver.prototxt
+DEMO_WEIGHTS := $(DEMO_DIR)/simpleconv3_iter_600.caffemodel
+GPU_FLAG := $(if $(GPU),-gpu $(GPU),)
+
+demo: $(VENV)/.installed
+	@echo "==> [1/4] environment ready in $(VENV)"
+	@mkdir -p $(DEMO_DIR)
+	@echo "==> [2/4] training Simpleconv3 on data/mouth: log $(DEMO_DIR)/log.txt, snapshots $(DEMO_DIR)/"
+	@( $(VENV)/bin/caffelike train -solver $(DEMO_SOLVER) $(GPU_FLAG) 2>&1; echo $$? > $(DEMO_DIR)/.train_rc ) \
+		| tee $(DEMO_DIR)/log.txt
+	@exit $$(cat $(DEMO_DIR)/.train_rc)
+	@echo "==> [3/4] plotting the training curves: $(DEMO_DIR)/curves.png"
+	$(VENV)/bin/caffelike plot $(DEMO_DIR)/log.txt -o $(DEMO_DIR)/curves.png --smooth 3
+	@echo "==> [4/4] inference with deploy.prototxt + $(DEMO_WEIGHTS) on the 100 val images"
+	$(PY) models/mouth/simpleconv3/infer.py --weights $(DEMO_WEIGHTS) $(GPU_FLAG) --min-accuracy 0.90

@@ -34,7 +34,7 @@ _LAZY: dict[str, str] = {
     "get_solver": "caffelike.solver:get_solver",
     "Solver": "caffelike.solver:Solver",
     "NetSpec": "caffelike.net_spec:NetSpec",
-    "layers": "caffelike.net_spec:layers",
+    "layers": "caffelike.layers",
     "params": "caffelike.net_spec:params",
     "to_proto": "caffelike.net_spec:to_proto",
     "Classifier": "caffelike.classifier:Classifier",

@@ -1,20 +1,28 @@
 """Caffe layers, one module per family, registered by Caffe type string in :data:`LAYERS`.
 
 Importing this package imports every family module, which fills the registry.
+
+The package also plays pycaffe's ``caffe.layers`` (``from caffelike import layers as L``):
+a capitalised attribute such as ``L.Convolution(...)`` is a NetSpec layer factory.
 """
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from .base import LAYERS, TEST, TRAIN, Layer, LayerInfo, register_layer
 
-FAMILIES = ("neuron", "common", "vision", "normalization", "loss", "recurrent", "data", "python")
+FAMILIES = ("neuron", "common", "shape", "inputs", "vision", "normalization", "loss", "recurrent", "data", "python")
 
 for _family in FAMILIES:
-    try:
-        importlib.import_module(f"{__name__}.{_family}")
-    except ModuleNotFoundError as exc:  # a family still being written
-        if exc.name != f"{__name__}.{_family}":
-            raise
+    importlib.import_module(f"{__name__}.{_family}")
+
+
+def __getattr__(name: str) -> Any:
+    if name[:1].isupper():
+        from ..net_spec import layers as spec_layers
+
+        return getattr(spec_layers, name)
+    raise AttributeError(f"module '{__name__}' has no attribute '{name}'")
 
 __all__ = ["LAYERS", "Layer", "LayerInfo", "register_layer", "TRAIN", "TEST", "FAMILIES"]

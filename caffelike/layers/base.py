@@ -20,6 +20,7 @@ from typing import Callable, ClassVar, Sequence
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from ..errors import LayerError, NetError, Where
 from ..proto import caffe_pb2
@@ -119,17 +120,16 @@ class Layer(nn.Module):
         raise NotImplementedError
 
     def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
-        """Shapes of the tops for these bottom shapes, computed without real data."""
+        """Shapes of the tops for these bottom shapes, computed without real data.
+
+        Runs ``forward`` on meta tensors, with the blobs swapped for meta stand-ins through
+        ``functional_call`` (the real blobs are never touched).
+        """
         meta = [torch.empty(s, dtype=torch.float32, device="meta") for s in bottom_shapes]
-        saved = [(b, b.data) for b in self.blobs]
-        try:
-            for b in self.blobs:
-                b.data = torch.empty(b.shape, dtype=b.dtype, device="meta")
-            with torch.no_grad():
-                tops = self.forward(*meta)
-        finally:
-            for b, data in saved:
-                b.data = data
+        blobs = {name: torch.empty(p.shape, dtype=p.dtype, device="meta")
+                 for name, p in self.named_parameters()}
+        with torch.no_grad():
+            tops = functional_call(self, blobs, tuple(meta))
         return [tuple(t.shape) for t in tops]
 
     def reshape(self, bottom_shapes: Sequence[Shape]) -> None:

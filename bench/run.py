@@ -1,0 +1,246 @@
+"""caffelike benchmarks: ratios against baselines measured in the same run.
+
+    python bench/run.py [--quick] [--only train,deploy,data,memory] [--markdown OUT]
+
+* train:  iterations/s of caffelike's Solver.step vs a hand-written PyTorch module with a
+          Caffe-equivalent SGD step, same net, batch and in-memory data (target >= 0.97x);
+* deploy: forward latency, batch 1 and 16, vs OpenCV dnn's Caffe importer (target <= 1.0x;
+          ResNet-50 >= 1.5x faster), plain and with ``optimize=True`` (BN/Scale folding);
+* data:   ImageData pipeline images/s with 0/1/2 workers vs the training step's consumption;
+* memory: peak RSS of a training run vs the hand-written baseline, one child process each.
+
+Each pair is measured alternately (A, B, A, B, ...) and medians are compared, so a machine
+that gets busier during the run affects both sides alike. Warm-up iterations are excluded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import baselines  # noqa: E402
+import nets  # noqa: E402
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def timed(fn, repeat: int) -> float:
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
+
+
+def alternate(fn_a, fn_b, rounds: int, repeat: int, warmup: int = 2) -> tuple[float, float]:
+    """Median seconds per call of fn_a and fn_b, measured alternately."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    a_times, b_times = [], []
+    for r in range(rounds):
+        pair = ((fn_a, a_times), (fn_b, b_times))
+        for fn, sink in (pair if r % 2 == 0 else pair[::-1]):
+            sink.append(timed(fn, repeat))
+    return statistics.median(a_times), statistics.median(b_times)
+
+
+def make_solver(name: str, workdir: pathlib.Path, **solver_kwargs):
+    import caffelike
+
+    net_path = workdir / f"{name}.prototxt"
+    net_path.write_text(nets.TRAIN_NETS[name]())
+    solver_path = workdir / f"{name}_solver.prototxt"
+    solver_path.write_text(nets.SOLVER.format(net=net_path))
+    solver = caffelike.get_solver(str(solver_path), **solver_kwargs)
+    return solver
+
+
+def train_data(name: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    n, c, h, w = nets.TRAIN_SHAPES[name]
+    gen = torch.Generator().manual_seed(seed)
+    data = torch.randn(n, c, h, w, generator=gen) * (60.0 if name == "lenet" else 1.0)
+    classes = 2 if name == "simpleconv3" else 10
+    label = torch.randint(0, classes, (n,), generator=gen).float()
+    return data, label
+
+
+def bench_train(quick: bool) -> list[dict]:
+    rows = []
+    names = ["simpleconv3", "lenet", "cifar10_quick"] + ([] if quick else ["resnet18"])
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            data, label = train_data(name)
+            solver = make_solver(name, pathlib.Path(tmp))
+            solver.net.blobs["data"].data[...] = data.numpy()
+            solver.net.blobs["label"].data[...] = label.numpy()
+            hand = baselines.make_step(name, data, label)
+            repeat = 1 if name == "resnet18" else (3 if quick else 5)
+            rounds = 3 if quick else 7
+            t_ours, t_hand = alternate(lambda: solver.step(1), hand, rounds, repeat)
+            rows.append({"bench": "train", "case": name, "ours_s": t_ours, "base_s": t_hand,
+                         "ratio": t_hand / t_ours, "target": ">= 0.97 (speed vs hand-written)",
+                         "ok": t_hand / t_ours >= 0.97})
+    return rows
+
+
+def random_weights(net) -> None:
+    gen = np.random.default_rng(0)
+    for blobs in net.params.values():
+        for i, blob in enumerate(blobs):
+            fan_in = max(1, int(np.prod(blob.data.shape[1:]))) if blob.data.ndim > 1 else 1
+            if blob.data.ndim > 1:
+                blob.data[...] = gen.standard_normal(blob.data.shape) * np.sqrt(2.0 / fan_in)
+            else:
+                blob.data[...] = 0.1 * gen.standard_normal(blob.data.shape)
+    for name, layer in zip(net._layer_names, net.layers):
+        if layer.type == "BatchNorm":
+            blobs = net.params[name]
+            blobs[1].data[...] = np.abs(blobs[1].data) + 0.5
+            blobs[2].data[...] = 1.0
+
+
+def bench_deploy(quick: bool) -> list[dict]:
+    import cv2
+
+    import caffelike
+
+    if not hasattr(cv2, "dnn") or not hasattr(cv2.dnn, "readNetFromCaffe"):
+        return [{"bench": "deploy", "case": "all", "note": f"OpenCV {cv2.__version__} has no Caffe importer"}]
+    rows = []
+    batches = (1,) if quick else (1, 16)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, proto in nets.DEPLOY_NETS.items():
+            if quick and name == "resnet50":
+                continue
+            net = caffelike.Net(str(proto), caffelike.TEST)
+            random_weights(net)
+            weights = os.path.join(tmp, f"{name}.caffemodel")
+            net.save(weights)
+            fast = caffelike.Net(str(proto), weights, caffelike.TEST, optimize=True)
+            cv_net = cv2.dnn.readNetFromCaffe(str(proto), weights)
+            cv_net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+            in_name = net.inputs[0]
+            _, c, h, w = net.blobs[in_name].data.shape
+            for batch in batches:
+                x = np.random.default_rng(1).standard_normal((batch, c, h, w)).astype(np.float32)
+                for variant, model in (("eager", net), ("optimize", fast)):
+                    model.blobs[in_name].reshape(batch, c, h, w)
+                    model.reshape()
+
+                    def ours(model=model):
+                        model.forward(**{in_name: x})
+
+                    def theirs():
+                        cv_net.setInput(x)
+                        cv_net.forward()
+
+                    rounds = 3 if quick else 5
+                    t_ours, t_cv = alternate(ours, theirs, rounds, 1 if batch > 1 else 3, warmup=1)
+                    ratio = t_ours / t_cv
+                    target = 1 / 1.5 if (name == "resnet50" and variant == "optimize") else 1.0
+                    rows.append({"bench": "deploy", "case": f"{name} b{batch} {variant}",
+                                 "ours_s": t_ours, "base_s": t_cv, "ratio": ratio,
+                                 "target": f"<= {target:.2f} (latency vs OpenCV dnn)",
+                                 "ok": ratio <= target})
+    return rows
+
+
+def bench_memory(quick: bool) -> list[dict]:
+    rows = []
+    for name in ["simpleconv3", "cifar10_quick"] + ([] if quick else ["resnet18"]):
+        peaks = {}
+        for which in ("ours", "hand"):
+            out = subprocess.run([sys.executable, __file__, "--child-memory", name, which],
+                                 capture_output=True, text=True, check=True)
+            peaks[which] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+        ratio = peaks["ours"] / peaks["hand"]
+        rows.append({"bench": "memory", "case": name, "ours_s": peaks["ours"], "base_s": peaks["hand"],
+                     "ratio": ratio, "target": "<= 1.10 (peak RSS MB vs hand-written)", "ok": ratio <= 1.10})
+    return rows
+
+
+def child_memory(name: str, which: str) -> None:
+    import resource
+
+    data, label = train_data(name)
+    if which == "hand":
+        step = baselines.make_step(name, data, label)
+    else:
+        tmp = tempfile.mkdtemp()
+        solver = make_solver(name, pathlib.Path(tmp))
+        solver.net.blobs["data"].data[...] = data.numpy()
+        solver.net.blobs["label"].data[...] = label.numpy()
+
+        def step():
+            solver.step(1)
+    for _ in range(5):
+        step()
+    print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
+
+
+def bench_data(quick: bool) -> list[dict]:
+    script = HERE / "bench_data.py"
+    if not script.exists():
+        return [{"bench": "data", "case": "ImageData", "note": "bench_data.py missing"}]
+    out = subprocess.run([sys.executable, str(script), "--json"] + (["--quick"] if quick else []),
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        return [{"bench": "data", "case": "ImageData", "note": out.stderr.strip().splitlines()[-1:]}]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| bench | case | caffelike | baseline | ratio | target | met |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "note" in r:
+            lines.append(f"| {r['bench']} | {r['case']} | | | | {r['note']} | |")
+            continue
+        unit = "MB" if r["bench"] == "memory" else ("img/s" if r["bench"] == "data" else "ms")
+        scale = 1.0 if unit != "ms" else 1000.0
+        lines.append(f"| {r['bench']} | {r['case']} | {r['ours_s'] * scale:.2f} {unit} | "
+                     f"{r['base_s'] * scale:.2f} {unit} | {r['ratio']:.3f} | {r['target']} | "
+                     f"{'yes' if r['ok'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer nets and rounds")
+    parser.add_argument("--only", default="train,deploy,data,memory")
+    parser.add_argument("--markdown", help="also write the table to this file")
+    parser.add_argument("--child-memory", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_memory:
+        child_memory(*args.child_memory)
+        return 0
+    import caffelike.log
+
+    caffelike.log.get_logger().setLevel("WARNING")
+    benches = {"train": bench_train, "deploy": bench_deploy, "data": bench_data, "memory": bench_memory}
+    rows: list[dict] = []
+    for key in args.only.split(","):
+        print(f"== {key}", file=sys.stderr, flush=True)
+        rows += benches[key](args.quick)
+    table = format_table(rows)
+    header = (f"machine: {os.cpu_count()} cores, torch {torch.__version__} "
+              f"({torch.get_num_threads()} threads), python {sys.version.split()[0]}")
+    print(header)
+    print(table)
+    if args.markdown:
+        pathlib.Path(args.markdown).write_text(header + "\n\n" + table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Normalization layers: BatchNorm (3 statistics blobs), LRN and MVN."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..proto import caffe_pb2
+from .base import TEST, TRAIN, Layer, Shape, register_layer
+from .vision import PoolGeometry, ave_pool
+
+NormRegion = caffe_pb2.LRNParameter
+
+
+# --------------------------------------------------------------------------------------------
+# BatchNorm
+# --------------------------------------------------------------------------------------------
+@register_layer("BatchNorm", stats_blobs=True)
+class BatchNorm(Layer):
+    """Caffe BatchNorm: normalise each channel (axis 1) to zero mean and unit variance.
+
+    Blobs (statistics, never learned): sum-weighted mean (C,), sum-weighted variance (C,),
+    scale factor (1,). With global stats the mean/variance used are blob/factor (factor 0
+    gives 0). Otherwise the batch's mean and biased variance are used and, under autograd's
+    no_grad, the blobs are updated: ``factor = maf*factor + 1``, ``mean = maf*mean +
+    batch_mean``, ``var = maf*var + m/(m-1)*batch_var`` (m = count/C). No scale/shift (that
+    is a separate Scale layer). Golden: ``BatchNorm__*``.
+    """
+
+    def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: Sequence[Shape],
+                 phase: int = TRAIN, where=None):
+        super().__init__(param, bottom_shapes, phase, where)
+        p = param.batch_norm_param
+        self.moving_average_fraction = p.moving_average_fraction
+        self.use_global_stats = p.use_global_stats if p.HasField("use_global_stats") else phase == TEST
+        self.eps = p.eps
+        shape = self.bottom_shapes[0]
+        if len(shape) == 0:
+            raise self.error("BatchNorm needs a bottom with at least one axis")
+        self.channels = 1 if len(shape) == 1 else shape[1]
+        for i, spec in enumerate(param.param[:3]):
+            if spec.lr_mult != 0:
+                raise self.error(f"param {i} has lr_mult {spec.lr_mult}: BatchNorm's blobs are "
+                                 "statistics, not learnable parameters; use lr_mult: 0 or no param")
+        for shape_ in ((self.channels,), (self.channels,), (1,)):
+            self.add_blob(shape_, None, requires_grad=False)
+
+    def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
+        """Same shape as the bottom."""
+        return [tuple(bottom_shapes[0])]
+
+    def _stats_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        return (1, self.channels) + (1,) * max(0, x.dim() - 2)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if x.dim() >= 2 and x.shape[1] != self.channels:
+            raise self.error(f"bottom has {x.shape[1]} channels, the layer was built for {self.channels}")
+        if x.dim() == 1:
+            return [self.forward(x.reshape(-1, 1))[0].reshape(x.shape)]
+        dims = [d for d in range(x.dim()) if d != 1]
+        bshape = self._stats_shape(x)
+        if self.use_global_stats:
+            factor = self.blobs[2].detach()[0]
+            scale = torch.where(factor == 0, torch.zeros_like(factor), 1.0 / factor)
+            mean = (self.blobs[0].detach() * scale).reshape(bshape)
+            var = (self.blobs[1].detach() * scale).reshape(bshape)
+            centred = x - mean
+        else:
+            mean = x.mean(dim=dims, keepdim=True)
+            centred = x - mean
+            var = (centred * centred).mean(dim=dims, keepdim=True)
+            self._update_stats(mean, var, x.numel() // self.channels)
+        return [centred / torch.sqrt(var + self.eps)]
+
+    @torch.no_grad()
+    def _update_stats(self, mean: torch.Tensor, var: torch.Tensor, m: int) -> None:
+        maf = self.moving_average_fraction
+        correction = m / (m - 1) if m > 1 else 1.0
+        self.blobs[2].mul_(maf).add_(1.0)
+        self.blobs[0].mul_(maf).add_(mean.detach().reshape(-1))
+        self.blobs[1].mul_(maf).add_(var.detach().reshape(-1) * float(np.float32(correction)))
+
+
+# --------------------------------------------------------------------------------------------
+# LRN
+# --------------------------------------------------------------------------------------------
+def lrn_across_channels(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """x / (k + alpha/size * sum of x^2 over ``size`` neighbouring channels)^beta (zero-padded)."""
+    pre = (size - 1) // 2
+    sq = F.pad(x * x, (0, 0, 0, 0, pre, pre))  # zero channels on both sides
+    sums = sq.unfold(1, size, 1).sum(dim=-1)
+    scale = k + (alpha / size) * sums
+    return x * scale.pow(-beta)
+
+
+def lrn_within_channel(x: torch.Tensor, size: int, alpha: float, beta: float) -> torch.Tensor:
+    """x * (1 + alpha * avg of x^2 over a size x size window)^-beta, as Caffe's composition of
+    Power (square), Pooling AVE (pad (size-1)/2, padded cells counted), Power and Eltwise PROD.
+    Note: ``k`` is not used in this mode (Caffe's shift is 1)."""
+    pre = (size - 1) // 2
+    g = PoolGeometry((size, size), (1, 1), (pre, pre), True)
+    pooled = ave_pool(x * x, g)
+    return x * (1.0 + alpha * pooled).pow(-beta)
+
+
+@register_layer("LRN")
+class LRN(Layer):
+    """Caffe local response normalisation of a 4-axis (N, C, H, W) bottom.
+
+    ACROSS_CHANNELS: ``x * (k + alpha/size * sum_window x^2)^-beta``; WITHIN_CHANNEL:
+    ``x * (1 + alpha/size^2 * sum_window x^2)^-beta`` with Caffe's AVE pooling divisor.
+    Golden: ``LRN__*``.
+    """
+
+    def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: Sequence[Shape],
+                 phase: int = TRAIN, where=None):
+        super().__init__(param, bottom_shapes, phase, where)
+        p = param.lrn_param
+        if p.local_size % 2 != 1:
+            raise self.error(f"lrn_param.local_size must be odd, got {p.local_size}")
+        if len(self.bottom_shapes[0]) != 4:
+            raise self.error(f"LRN needs a 4-axis (num, channels, height, width) bottom, "
+                             f"got {self.bottom_shapes[0]}")
+        self.size, self.alpha, self.beta, self.k = p.local_size, p.alpha, p.beta, p.k
+        self.region = p.norm_region
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.region == NormRegion.WITHIN_CHANNEL:
+            return [lrn_within_channel(x, self.size, self.alpha, self.beta)]
+        return [lrn_across_channels(x, self.size, self.alpha, self.beta, self.k)]
+
+
+# --------------------------------------------------------------------------------------------
+# MVN
+# --------------------------------------------------------------------------------------------
+class _MVNFunction(torch.autograd.Function):
+    """(x - mean) / (std + eps) per row of a (rows, dim) tensor, with Caffe's backward.
+
+    Caffe's gradient is ``(dy - mean(dy) - y * mean(dy * y)) / (std + eps)``, which drops
+    the factor (std + eps)/std of the exact gradient; golden ``MVN__default`` pins it.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, eps: float) -> torch.Tensor:  # type: ignore[override]
+        centred = x - x.mean(dim=1, keepdim=True)
+        denom = (centred * centred).mean(dim=1, keepdim=True).sqrt() + eps
+        y = centred / denom
+        ctx.save_for_backward(y, denom)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):  # type: ignore[override]
+        y, denom = ctx.saved_tensors
+        dim = y.shape[1]
+        inner = dy.sum(dim=1, keepdim=True) + y * (y * dy).sum(dim=1, keepdim=True)
+        return (dy - inner / dim) / denom, None
+
+
+def legacy_4d(shape: Sequence[int]) -> tuple[int, int, int, int]:
+    """Caffe's num/channels/height/width of a blob with at most 4 axes (missing axes are 1)."""
+    dims = tuple(shape) + (1,) * (4 - len(shape))
+    return dims[0], dims[1], dims[2], dims[3]
+
+
+@register_layer("MVN")
+class MVN(Layer):
+    """Caffe mean-variance normalisation per (sample, channel), or per sample across channels.
+
+    Top is (num, channels, height, width) as Caffe reshapes it. Caffe semantics: eps is added
+    to the standard deviation (``(x-mean)/(std+eps)``, eps default 1e-9) and the backward is
+    Caffe's approximation (see :class:`_MVNFunction`). Golden: ``MVN__*``.
+    """
+
+    def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: Sequence[Shape],
+                 phase: int = TRAIN, where=None):
+        super().__init__(param, bottom_shapes, phase, where)
+        p = param.mvn_param
+        if not 1 <= len(self.bottom_shapes[0]) <= 4:
+            raise self.error(f"MVN needs a bottom with 1 to 4 axes, got {self.bottom_shapes[0]}")
+        self.normalize_variance = p.normalize_variance
+        self.across_channels = p.across_channels
+        self.eps = p.eps
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if not 1 <= x.dim() <= 4:
+            raise self.error(f"MVN needs a bottom with 1 to 4 axes, got {tuple(x.shape)}")
+        shape4 = legacy_4d(x.shape)
+        rows = shape4[0] if self.across_channels else shape4[0] * shape4[1]
+        x2 = x.reshape(rows, -1)
+        if self.normalize_variance:
+            y = _MVNFunction.apply(x2, self.eps)
+        else:
+            y = x2 - x2.mean(dim=1, keepdim=True)
+        return [y.reshape(shape4)]
