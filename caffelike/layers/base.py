@@ -109,7 +109,7 @@ class Layer(nn.Module):
         from ..fillers import fill
 
         tensor = torch.zeros(tuple(int(d) for d in shape), dtype=torch.float32)
-        if filler is not None:
+        if filler is not None and not (filler.type == "constant" and filler.value == 0):
             fill(filler, tensor)
         blob = nn.Parameter(tensor, requires_grad=requires_grad)
         self.blobs.append(blob)
@@ -126,10 +126,10 @@ class Layer(nn.Module):
         ``functional_call`` (the real blobs are never touched).
         """
         meta = [torch.empty(s, dtype=torch.float32, device="meta") for s in bottom_shapes]
-        blobs = {name: torch.empty(p.shape, dtype=p.dtype, device="meta")
-                 for name, p in self.named_parameters()}
+        swapped = {name: torch.empty(t.shape, dtype=t.dtype, device="meta")
+                   for name, t in list(self.named_parameters()) + list(self.named_buffers())}
         with torch.no_grad():
-            tops = functional_call(self, blobs, tuple(meta))
+            tops = functional_call(self, swapped, tuple(meta), strict=False)
         return [tuple(t.shape) for t in tops]
 
     def reshape(self, bottom_shapes: Sequence[Shape]) -> None:

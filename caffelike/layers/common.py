@@ -132,10 +132,10 @@ class Scale(Layer):
     def forward(self, x: torch.Tensor, *scale: torch.Tensor) -> list[torch.Tensor]:
         sp = self.param.scale_param
         s = scale[0] if scale else self.blobs[0]
-        out = x * _broadcastable(self, x, s, sp.axis, "scale")
-        if sp.bias_term:
-            out = out + _broadcastable(self, x, self.blobs[-1], sp.axis, "bias")
-        return [out]
+        s = _broadcastable(self, x, s, sp.axis, "scale")
+        if sp.bias_term:  # one fused kernel for x*s + b
+            return [torch.addcmul(_broadcastable(self, x, self.blobs[-1], sp.axis, "bias"), x, s)]
+        return [x * s]
 
 
 # -- Eltwise ----------------------------------------------------------------------------------

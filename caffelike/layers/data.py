@@ -7,7 +7,9 @@ to them. Hooks used by the solver and pycaffe:
 
 * ``set_seed(seed)``: the seed of every random choice (shuffle, rand_skip, crops, mirrors, ...);
   the default is ``torch.initial_seed()``, so ``caffelike.set_random_seed`` pins it;
-* ``set_shard(rank, world_size)``: read stream positions rank, rank + world_size, ...;
+* ``set_shard(rank, world_size)``: read stream positions rank, rank + world_size, ...
+  (give every rank the same seed: the shuffled order must agree for the shares to partition
+  the data; random crops/mirrors still differ per rank, being keyed by stream position);
 * ``set_num_workers(n)``: prefetch worker processes (default: :func:`default_workers`);
   batches are identical for any worker count.
 

@@ -59,28 +59,35 @@ class BatchNorm(Layer):
             raise self.error(f"bottom has {x.shape[1]} channels, the layer was built for {self.channels}")
         if x.dim() == 1:
             return [self.forward(x.reshape(-1, 1))[0].reshape(x.shape)]
-        dims = [d for d in range(x.dim()) if d != 1]
-        bshape = self._stats_shape(x)
         if self.use_global_stats:
             factor = self.blobs[2].detach()[0]
             scale = torch.where(factor == 0, torch.zeros_like(factor), 1.0 / factor)
-            mean = (self.blobs[0].detach() * scale).reshape(bshape)
-            var = (self.blobs[1].detach() * scale).reshape(bshape)
-            centred = x - mean
-        else:
-            mean = x.mean(dim=dims, keepdim=True)
-            centred = x - mean
-            var = (centred * centred).mean(dim=dims, keepdim=True)
-            self._update_stats(mean, var, x.numel() // self.channels)
+            mean = self.blobs[0].detach() * scale
+            var = self.blobs[1].detach() * scale
+            return [F.batch_norm(x, mean, var, training=False, eps=self.eps)]
+        m = x.numel() // self.channels
+        if m > 1:
+            # One fused kernel gives the output and, with momentum 1, the batch mean and the
+            # unbiased (m/(m-1)) batch variance that Caffe accumulates.
+            batch_mean = torch.zeros(self.channels, dtype=x.dtype, device=x.device)
+            batch_var = torch.zeros(self.channels, dtype=x.dtype, device=x.device)
+            top = F.batch_norm(x, batch_mean, batch_var, training=True, momentum=1.0, eps=self.eps)
+            self._accumulate(batch_mean, batch_var)
+            return [top]
+        dims = [d for d in range(x.dim()) if d != 1]
+        mean = x.mean(dim=dims, keepdim=True)
+        centred = x - mean
+        var = (centred * centred).mean(dim=dims, keepdim=True)
+        self._accumulate(mean.reshape(-1), var.reshape(-1))
         return [centred / torch.sqrt(var + self.eps)]
 
     @torch.no_grad()
-    def _update_stats(self, mean: torch.Tensor, var: torch.Tensor, m: int) -> None:
+    def _accumulate(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
+        """Caffe's running sums: ``factor = maf*factor + 1``, ``blob = maf*blob + batch stat``."""
         maf = self.moving_average_fraction
-        correction = m / (m - 1) if m > 1 else 1.0
         self.blobs[2].mul_(maf).add_(1.0)
-        self.blobs[0].mul_(maf).add_(mean.detach().reshape(-1))
-        self.blobs[1].mul_(maf).add_(var.detach().reshape(-1) * float(np.float32(correction)))
+        self.blobs[0].mul_(maf).add_(mean)
+        self.blobs[1].mul_(maf).add_(unbiased_var)
 
 
 # --------------------------------------------------------------------------------------------

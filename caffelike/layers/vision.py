@@ -311,24 +311,30 @@ def _padded_input(x: torch.Tensor, g: PoolGeometry, out: tuple[int, int], value:
     return F.pad(x, (g.pad[1], right_w, g.pad[0], right_h), value=value)
 
 
-def max_pool(x: torch.Tensor, g: PoolGeometry) -> tuple[torch.Tensor, torch.Tensor]:
+def max_pool(x: torch.Tensor, g: PoolGeometry, with_mask: bool = True
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Caffe MAX pooling of (N, C, H, W): (values, argmax as a float flat index h*W+w).
 
     Windows are clipped to the image (padding never wins); the first maximum in row-major
     order is taken (strict ``>``), and the gradient goes only to it. A window with nothing
-    above -FLT_MAX (e.g. an empty last window) gives -FLT_MAX and index -1.
+    above -FLT_MAX (e.g. an empty last window) gives -FLT_MAX and index -1. The index
+    arithmetic costs as much as the pooling itself, so it runs only when ``with_mask``
+    (otherwise the mask is None).
     """
     h, w = x.shape[-2:]
     out = g.out_size(h, w)
     xp = _padded_input(x, g, out, float("-inf"))
+    if not with_mask:
+        vals = F.max_pool2d(xp, kernel_size=g.kernel, stride=g.stride)[..., : out[0], : out[1]]
+        return torch.where(vals > -FLT_MAX, vals, -FLT_MAX), None
     vals, idx = F.max_pool2d(xp, kernel_size=g.kernel, stride=g.stride, return_indices=True)
     vals = vals[..., : out[0], : out[1]]
     idx = idx[..., : out[0], : out[1]]
     wp = xp.shape[-1]
     flat = (idx // wp - g.pad[0]) * w + (idx % wp - g.pad[1])
     found = vals > -FLT_MAX
-    vals = torch.where(found, vals, torch.full_like(vals, -FLT_MAX))
-    mask = torch.where(found, flat, torch.full_like(flat, -1)).to(x.dtype)
+    vals = torch.where(found, vals, -FLT_MAX)
+    mask = torch.where(found, flat, -1).to(x.dtype)
     return vals, mask
 
 
@@ -450,8 +456,8 @@ class Pooling(Layer):
         if self.global_pooling:
             g = PoolGeometry((x.shape[2], x.shape[3]), g.stride, g.pad, g.ceil)
         if self.pool == PoolMethod.MAX:
-            vals, mask = max_pool(x, g)
-            return [vals, mask.detach()] if len(self.param.top) > 1 else [vals]
+            vals, mask = max_pool(x, g, with_mask=len(self.param.top) > 1)
+            return [vals] if mask is None else [vals, mask.detach()]
         if self.pool == PoolMethod.AVE:
             return [ave_pool(x, g)]
         return [stochastic_pool(x, g, self.phase == TRAIN)]
@@ -506,7 +512,7 @@ class SPP(Layer):
 
     def _pool(self, x: torch.Tensor, g: PoolGeometry) -> torch.Tensor:
         if self.pool == PoolMethod.MAX:
-            return max_pool(x, g)[0]
+            return max_pool(x, g, with_mask=False)[0]
         if self.pool == PoolMethod.AVE:
             return ave_pool(x, g)
         return stochastic_pool(x, g, self.phase == TRAIN)

@@ -1,0 +1,125 @@
+"""Whole deploy nets against real Caffe: outputs in full, and every blob after every layer.
+
+Golden data: tests/golden/nets (see tests/golden/NETS.md §1). Weights are the real
+caffemodels, or regenerated with ``scheme_v1`` (checked against the sha256 Caffe recorded
+before use).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+
+import numpy as np
+import pytest
+
+import caffelike
+from caffelike.net import Net
+
+from .conftest import GOLDEN, assert_close_scaled, load_json
+
+CASES = sorted(p.name for p in (GOLDEN / "nets").iterdir() if p.is_dir())
+
+
+def _scheme_v1(net: Net, seed: int, gain: float) -> dict[str, list[np.ndarray]]:
+    """NETS.md "Weight scheme scheme_v1": draws in pycaffe net.params order."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[np.ndarray]] = {}
+    for name, blobs in net.params.items():
+        kind = net.layer_dict[name].type
+        arrays = []
+        for i, blob in enumerate(blobs):
+            s = blob.shape
+            if kind in ("Convolution", "Deconvolution", "InnerProduct", "Embed"):
+                a = rng.standard_normal(s) * np.sqrt(gain / np.prod(s[1:])) if i == 0 else 0.1 * rng.standard_normal(s)
+            elif kind == "BatchNorm":
+                a = [lambda: 0.1 * rng.standard_normal(s), lambda: rng.uniform(0.5, 1.5, s),
+                     lambda: np.ones(s)][i]()
+            elif kind == "Scale":
+                a = 1 + 0.1 * rng.standard_normal(s) if i == 0 else 0.1 * rng.standard_normal(s)
+            elif kind == "Bias":
+                a = 0.1 * rng.standard_normal(s)
+            elif kind == "PReLU":
+                a = np.full(s, 0.25)
+            else:
+                raise AssertionError(f"scheme_v1 has no rule for {kind}")
+            arrays.append(np.asarray(a).astype(np.float32))
+        out[name] = arrays
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _golden_net(case: str) -> tuple[Net, dict, dict, np.lib.npyio.NpzFile]:
+    d = GOLDEN / "nets" / case
+    meta = load_json(d / "case.json")
+    golden = load_json(d / "blobs.json")
+    if meta["weights"]["kind"] == "caffemodel":
+        net = Net(str(d / "net.prototxt"), caffelike.TEST, weights=str(d / meta["weights"]["file"]))
+    else:
+        assert meta["weights"]["kind"] == "scheme_v1"
+        net = Net(str(d / "net.prototxt"), caffelike.TEST, fill=False)
+        weights = _scheme_v1(net, meta["weights"]["seed"], meta["weights"]["gain"])
+        expected = {p["layer"]: [b["sha256"] for b in p["blobs"]] for p in golden["params"]}
+        for name, arrays in weights.items():
+            got = [hashlib.sha256(a.astype("<f4").tobytes()).hexdigest() for a in arrays]
+            assert got == expected[name], f"scheme_v1 regeneration differs for {name}"
+            for blob, a in zip(net.params[name], arrays):
+                blob.data[...] = a
+    return net, meta, golden, np.load(d / "data.npz")
+
+
+def _key(name: str) -> str:
+    return name.replace("/", "__SLASH__")
+
+
+def _check_summary(actual: np.ndarray, summary: dict, what: str) -> None:
+    assert list(actual.shape) == summary["shape"], f"{what}: shape"
+    scale = max(1.0, abs(summary["min"]), abs(summary["max"]))
+    flat = actual.ravel()
+    assert_close_scaled(flat[:len(summary["first32"])], np.array(summary["first32"]), f"{what} first32")
+    for stat, value in (("mean", flat.mean(dtype=np.float64)), ("std", flat.std(dtype=np.float64)),
+                        ("min", flat.min()), ("max", flat.max()),
+                        ("abs_mean", np.abs(flat).mean(dtype=np.float64))):
+        assert abs(value - summary[stat]) <= 1e-5 * scale + 1e-4 * abs(summary[stat]), \
+            f"{what} {stat}: {value} vs {summary[stat]}"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_params_match_caffe(case):
+    net, _, golden, _ = _golden_net(case)
+    assert list(net.params) == [p["layer"] for p in golden["params"]]
+    for p in golden["params"]:
+        for blob, summary in zip(net.params[p["layer"]], p["blobs"]):
+            assert list(blob.shape) == summary["shape"]
+            np.testing.assert_allclose(blob.data.ravel()[:8], summary["first8"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_outputs_and_blobs_match_caffe(case):
+    net, meta, golden, data = _golden_net(case)
+    inputs = {name: data[f"input__{_key(name)}"] for name in net.inputs}
+    out = net.forward(**inputs)
+    assert sorted(out) == sorted(golden["outputs"])
+    for name in golden["outputs"]:
+        assert_close_scaled(out[name], data[f"output__{_key(name)}"], f"{case} output {name}")
+    ours = set(net.blobs)
+    for name, summary in golden["blobs"].items():
+        if name not in ours:  # blobs of the Split layers Caffe inserts for fan-out
+            assert "_split_" in name, name
+            continue
+        _check_summary(net.blobs[name].data, summary, f"{case} blob {name}")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_layer_top_matches_caffe(case):
+    """Layer by layer (pycaffe's _forward(i, i)), so in-place intermediate values are checked too."""
+    net, _, golden, data = _golden_net(case)
+    for name in net.inputs:
+        net.blobs[name].data[...] = data[f"input__{_key(name)}"]
+    ours = set(net._layer_names)
+    for layer in golden["layers"]:
+        if layer["name"] not in ours:
+            assert layer["type"] == "Split"
+            continue
+        net.forward(start=layer["name"], end=layer["name"])
+        for top, summary in zip(layer["tops"], layer["top_stats"]):
+            _check_summary(net.blobs[top].data, summary, f"{case} layer {layer['name']} top {top}")
