@@ -31,7 +31,7 @@ clean:
 # make demo            (CPU)      make demo GPU=0      (first GPU)
 DEMO_DIR := runs/mouth
 DEMO_SOLVER := models/mouth/simpleconv3/solver.prototxt
-DEMO_WEIGHTS := $(DEMO_DIR)/simpleconv3_iter_600.caffemodel
+DEMO_WEIGHTS := $(DEMO_DIR)/simpleconv3_iter_300.caffemodel
 GPU_FLAG := $(if $(GPU),-gpu $(GPU),)
 
 demo: $(VENV)/.installed
@@ -44,4 +44,5 @@ demo: $(VENV)/.installed
 	@echo "==> [3/4] plotting the training curves: $(DEMO_DIR)/curves.png"
 	$(VENV)/bin/caffelike plot $(DEMO_DIR)/log.txt -o $(DEMO_DIR)/curves.png --smooth 3
 	@echo "==> [4/4] inference with deploy.prototxt + $(DEMO_WEIGHTS) on the 100 val images"
-	$(PY) models/mouth/simpleconv3/infer.py --weights $(DEMO_WEIGHTS) $(GPU_FLAG) --min-accuracy 0.90
+	$(PY) models/mouth/simpleconv3/infer.py --weights $(DEMO_WEIGHTS) $(GPU_FLAG) --crop --min-accuracy 0.90
+	$(PY) models/mouth/simpleconv3/infer.py --weights $(DEMO_WEIGHTS) $(GPU_FLAG)

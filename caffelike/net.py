@@ -12,6 +12,7 @@ in-place top simply rebinds its name. :meth:`Net.run` is the lean autograd path 
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections import OrderedDict
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .blob import Blob, LayerView, ParamBlob
 from .errors import NetError, Where
 from .layers import LAYERS, Layer
 from .log import get_logger
@@ -47,159 +49,6 @@ def shape_string(shape: Sequence[int]) -> str:
     return "".join(f"{int(d)} " for d in shape) + f"({count})"
 
 
-class _Shaped:
-    """Shape accessors shared by activation and parameter blobs (Caffe's legacy num/channels/...)."""
-
-    @property
-    def shape(self) -> tuple[int, ...]:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    @property
-    def count(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    def _legacy(self, index: int) -> int:
-        shape = self.shape
-        return int(shape[index]) if -len(shape) <= index < len(shape) else 1
-
-    @property
-    def num(self) -> int:
-        return self._legacy(-4)
-
-    @property
-    def channels(self) -> int:
-        return self._legacy(-3)
-
-    @property
-    def height(self) -> int:
-        return self._legacy(-2)
-
-    @property
-    def width(self) -> int:
-        return self._legacy(-1)
-
-
-class Blob(_Shaped):
-    """An activation blob of a net: data and diff live in CPU tensors, allocated on first use."""
-
-    def __init__(self, shape: Sequence[int]):
-        self._shape = tuple(int(d) for d in shape)
-        self._data: torch.Tensor | None = None
-        self._diff: torch.Tensor | None = None
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self._shape
-
-    def reshape(self, *shape: int) -> None:
-        """Give the blob a new shape (contents are kept only when the count is unchanged)."""
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        new = tuple(int(d) for d in shape)
-        if new == self._shape:
-            return
-        self._shape = new
-        for attr in ("_data", "_diff"):
-            old = getattr(self, attr)
-            if old is not None and old.numel() == int(np.prod(new, dtype=np.int64)):
-                setattr(self, attr, old.reshape(new))
-            else:
-                setattr(self, attr, None)
-
-    def data_tensor(self) -> torch.Tensor:
-        """The persistent CPU tensor behind ``.data``."""
-        if self._data is None:
-            self._data = torch.zeros(self._shape, dtype=torch.float32)
-        return self._data
-
-    def diff_tensor(self) -> torch.Tensor:
-        """The persistent CPU tensor behind ``.diff``."""
-        if self._diff is None:
-            self._diff = torch.zeros(self._shape, dtype=torch.float32)
-        return self._diff
-
-    @property
-    def data(self) -> np.ndarray:
-        return self.data_tensor().numpy()
-
-    @data.setter
-    def data(self, value: np.ndarray) -> None:
-        self.data[...] = value
-
-    @property
-    def diff(self) -> np.ndarray:
-        return self.diff_tensor().numpy()
-
-    @diff.setter
-    def diff(self, value: np.ndarray) -> None:
-        self.diff[...] = value
-
-    def store(self, attr: str, value: torch.Tensor) -> None:
-        """Copy ``value`` (any device) into the data or diff tensor, reshaping the blob if needed."""
-        if tuple(value.shape) != self._shape:
-            self.reshape(*value.shape)
-        target = self.data_tensor() if attr == "data" else self.diff_tensor()
-        with torch.no_grad():
-            target.copy_(value.detach())
-
-    def __repr__(self) -> str:
-        return f"Blob(shape={self._shape})"
-
-
-class ParamBlob(_Shaped):
-    """A parameter blob: ``.data`` views the layer's Parameter, ``.diff`` its ``.grad``.
-
-    The Parameter is looked up on every access, so weight sharing (which replaces the
-    Parameter object) and ``net.to(device)`` are always reflected. Views write through only
-    while the net is on the CPU.
-    """
-
-    def __init__(self, get: Callable[[], torch.nn.Parameter]):
-        self._get = get
-
-    @property
-    def tensor(self) -> torch.nn.Parameter:
-        return self._get()
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self._get().shape)
-
-    @property
-    def data(self) -> np.ndarray:
-        return self._get().detach().cpu().numpy()
-
-    @data.setter
-    def data(self, value: np.ndarray) -> None:
-        p = self._get()
-        with torch.no_grad():
-            p.copy_(torch.as_tensor(np.asarray(value, dtype=np.float32)).reshape(p.shape))
-
-    @property
-    def diff(self) -> np.ndarray:
-        p = self._get()
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        return p.grad.detach().cpu().numpy()
-
-    @diff.setter
-    def diff(self, value: np.ndarray) -> None:
-        p = self._get()
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        with torch.no_grad():
-            p.grad.copy_(torch.as_tensor(np.asarray(value, dtype=np.float32)).reshape(p.shape))
-
-    def reshape(self, *shape: int) -> None:
-        """Reshape the parameter in place (count must stay the same)."""
-        p = self._get()
-        with torch.no_grad():
-            p.data = p.data.reshape(tuple(int(d) for d in shape))
-
-    def __repr__(self) -> str:
-        return f"ParamBlob(shape={self.shape})"
-
-
 @dataclass(frozen=True)
 class ParamInfo:
     """One entry of Caffe's ``learnable_params_``: the tensor and its solver multipliers."""
@@ -221,28 +70,6 @@ class _ParamSlot:
     decay_mult: float
     has_lr: bool
     has_decay: bool
-
-
-class LayerView:
-    """pycaffe's view of a layer: ``type``, ``blobs`` (as :class:`ParamBlob`), ``reshape``."""
-
-    def __init__(self, module: Layer):
-        self.module = module
-        self.blobs = [ParamBlob(self._getter(i)) for i in range(len(module.blobs))]
-
-    def _getter(self, i: int) -> Callable[[], nn.Parameter]:
-        return lambda: self.module.blobs[i]
-
-    @property
-    def type(self) -> str:
-        return self.module.param.type
-
-    @property
-    def name(self) -> str:
-        return self.module.param.name
-
-    def __repr__(self) -> str:
-        return f"<{self.type} layer '{self.name}'>"
 
 
 def _where_of(source_map: Any, filename: str | None) -> Callable[[caffe_pb2.LayerParameter], Where]:
@@ -312,6 +139,8 @@ class Net(nn.Module):
                  allow_unknown_fields: bool = False, allow_python_layers: bool = True,
                  device: str | torch.device | None = None, fill: bool = True, source_map: Any = None):
         super().__init__()
+        # An empty buffer that follows net.to(device): where stored blobs and a zero loss go.
+        self.register_buffer("_device_probe", torch.zeros(0), persistent=False)
         if isinstance(phase_or_weights, (str, os.PathLike)):
             if weights is not None:
                 raise NetError("weights given twice (positionally and as weights=)")
@@ -343,7 +172,7 @@ class Net(nn.Module):
         if log.isEnabledFor(logging.INFO):
             from google.protobuf import text_format
 
-            log.info("Initializing net from parameters: \n%s", text_format.MessageToString(filtered))
+            log.info("Initializing net from parameters: \n%s", text_format.MessageToString(filtered).rstrip("\n"))
         self.layer_modules = nn.ModuleList()
         self.blob_shapes: dict[str, tuple[int, ...]] = {}
         self._memory = 0
@@ -528,9 +357,7 @@ class Net(nn.Module):
                           self.plan.layers[s.layer].name, s.index) for s in self._slots]
 
     def _device(self) -> torch.device:
-        for p in self.parameters():
-            return p.device
-        return torch.device("cpu")
+        return self._device_probe.device
 
     def run(self, inputs: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """One forward pass with autograd; returns the final value of every blob name.
@@ -550,30 +377,39 @@ class Net(nn.Module):
 
     def _run_range(self, start: int, end: int, values: dict[str, torch.Tensor], pycaffe: bool
                    ) -> dict[str, torch.Tensor]:
-        device = self._device()
-        for i in range(start, end + 1):
-            lay = self.plan.layers[i]
-            module = self.layer_modules[i]
+        device: torch.device | None = None
+
+        def stored(name: str) -> torch.Tensor:
+            # A blob no earlier layer of this run wrote: a copy of the pycaffe blob's data.
+            nonlocal device
+            if device is None:
+                device = self._device()
+            return self._blobs[name].data_tensor().to(device, copy=True)
+
+        fresh_inputs = pycaffe and self._record_graph and self.plan.force_backward
+        first = self._first
+        steps = zip(self.plan.layers, self.layer_modules, self._detach)
+        for lay, module, detach_flags in itertools.islice(steps, start, end + 1):
             if lay.type == "Input" or (not lay.bottoms and lay.tops and all(t in values for t in lay.tops)):
                 for name in lay.tops:
                     if name not in values:
-                        values[name] = self._blobs[name].data_tensor().to(device, copy=True)
-                    if pycaffe and self._record_graph and self.plan.force_backward:
+                        values[name] = stored(name)
+                    if fresh_inputs:
                         values[name] = values[name].detach().clone().requires_grad_(True)
                     if pycaffe:
-                        self._first.setdefault(name, values[name])
+                        first.setdefault(name, values[name])
                 continue
             bottoms = []
-            for name, detach in zip(lay.bottoms, self._detach[i]):
-                if name not in values:  # a run that starts mid-net reads the stored blobs
-                    values[name] = self._blobs[name].data_tensor().to(device, copy=True)
-                t = values[name]
+            for name, detach in zip(lay.bottoms, detach_flags):
+                t = values.get(name)
+                if t is None:  # a run that starts mid-net reads the stored blobs
+                    t = values[name] = stored(name)
                 bottoms.append(t.detach() if detach and t.requires_grad else t)
             tops = module(*bottoms)
             for name, t, inplace in zip(lay.tops, tops, lay.in_place):
                 values[name] = t
                 if pycaffe and not inplace:
-                    self._first[name] = t
+                    first[name] = t
         return values
 
     # -- pycaffe surface -------------------------------------------------------------------------

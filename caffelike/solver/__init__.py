@@ -1,0 +1,39 @@
+"""Caffe's solvers on torch: lr policies, update rules, the training loop, snapshots, CLI.
+
+``Solver`` runs Caffe's loop; ``SGDSolver`` ... ``AdamSolver`` fix the update rule;
+``get_solver(file_or_param)`` picks it from ``type`` (pycaffe's ``caffe.get_solver``).
+
+Resuming (``caffelike train -snapshot x.solverstate``) restores the iteration, lr step,
+update history and weights, as Caffe does. Like Caffe, the solverstate holds no data read
+position: data layers restart from the first item, so a resumed run equals an uninterrupted
+one exactly only when the snapshot was taken at an epoch boundary (iteration x batch_size x
+iter_size a multiple of the training set size, no shuffling); mid-epoch we do no better
+than Caffe.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> module; imported on first use, so ``caffelike.solver.messages`` (the log texts and
+# patterns a log parser needs) loads without torch.
+_LAZY = {
+    "Solver": "loop", "SGDSolver": "loop", "NesterovSolver": "loop", "AdaGradSolver": "loop",
+    "RMSPropSolver": "loop", "AdaDeltaSolver": "loop", "AdamSolver": "loop", "get_solver": "loop",
+    "LR_POLICIES": "lr_policies", "UPDATE_RULES": "updates",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'caffelike.solver' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,240 @@
+"""Caffe's update rules, one function each, over all learnable blobs at once.
+
+The order is ``SGDSolver::ApplyUpdate`` (src/caffe/solvers/sgd_solver.cpp): clip the raw
+accumulated diffs by their global L2 norm, then per blob normalise by 1/iter_size,
+regularise (L2 or L1, ``weight_decay * decay_mult``), and compute the update value with
+``rate * lr_mult``; finally ``data -= diff``. Each rule writes its update value into the diff
+tensors in place, as Caffe's ComputeUpdateValue does, with Caffe's float32 operation order
+(each product rounded before the sum, as the non-FMA BLAS axpby). History blobs are in
+Caffe's layout: one per blob, and for AdaDelta and Adam a second set appended after the
+first N (``AdaDeltaPreSolve`` / ``AdamPreSolve``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import SolverError
+
+Tensors = Sequence[torch.Tensor]
+
+
+def f32(value: float) -> float:
+    """``value`` rounded to float32 (Caffe's Dtype), as a Python float."""
+    return float(np.float32(value))
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """The SolverParameter fields the update rules read (float32 values)."""
+
+    momentum: float = 0.0
+    momentum2: float = 0.999
+    delta: float = 1e-8
+    rms_decay: float = 0.99
+
+    @classmethod
+    def from_param(cls, param) -> "Hyper":
+        return cls(momentum=f32(param.momentum), momentum2=f32(param.momentum2),
+                   delta=f32(param.delta), rms_decay=f32(param.rms_decay))
+
+
+def _scaled(tensors: Tensors, scalars: Sequence[float]) -> list[torch.Tensor]:
+    return list(torch._foreach_mul(list(tensors), list(scalars)))
+
+
+def _axpby_(y: Tensors, a: Sequence[float] | float, x: Tensors, b: float) -> None:
+    """y = a*x + b*y, each product rounded first (Caffe's caffe_cpu_axpby)."""
+    y = list(y)
+    torch._foreach_mul_(y, b)
+    ax = _scaled(x, a) if not isinstance(a, float) else list(torch._foreach_mul(list(x), a))
+    torch._foreach_add_(y, ax)
+
+
+# ---------------------------------------------------------------- ApplyUpdate's first steps
+
+def clip_gradients(diffs: Tensors, clip: float) -> tuple[float, float] | None:
+    """Scale all diffs by clip / ||diffs||_2 when that norm exceeds ``clip`` (< 0: off).
+
+    Returns ``(l2norm, scale)`` when it clipped (for Caffe's log line), else None.
+    """
+    if clip < 0 or not diffs:
+        return None
+    sumsq = np.float32(torch.stack([torch.dot(d.reshape(-1), d.reshape(-1)) for d in diffs]).sum().item())
+    l2norm = np.float32(math.sqrt(float(sumsq)))
+    if l2norm > np.float32(clip):
+        scale = float(np.float32(clip) / l2norm)
+        torch._foreach_mul_(list(diffs), scale)
+        return float(l2norm), scale
+    return None
+
+
+def normalize(diffs: Tensors, iter_size: int) -> None:
+    """Divide the accumulated diffs by iter_size (Caffe's Normalize)."""
+    if iter_size != 1:
+        torch._foreach_mul_(list(diffs), f32(1.0 / iter_size))
+
+
+def regularize(diffs: Tensors, data: Tensors, decays: Sequence[float], kind: str) -> None:
+    """diff += local_decay * data (L2) or local_decay * sign(data) (L1), per blob."""
+    picked = [(d, w, a) for d, w, a in zip(diffs, data, decays) if a != 0]
+    if not picked:
+        return
+    ds, ws, alphas = (list(t) for t in zip(*picked))
+    if kind == "L2":
+        terms = _scaled(ws, alphas)
+    elif kind == "L1":
+        terms = _scaled([torch.sign(w) for w in ws], alphas)
+    else:
+        raise SolverError(f"unknown regularization_type '{kind}'; known: L2, L1")
+    torch._foreach_add_(ds, terms)
+
+
+# ---------------------------------------------------------------- ComputeUpdateValue rules
+
+def sgd(diffs: Tensors, history: list[torch.Tensor], rates: Sequence[float], hp: Hyper,
+        it: int) -> None:
+    """v = momentum*v + local_rate*g; update = v (SGDSolver::ComputeUpdateValue)."""
+    n = len(diffs)
+    hist = history[:n]
+    _axpby_(hist, rates, diffs, hp.momentum)
+    torch._foreach_copy_(list(diffs), hist)
+
+
+def nesterov(diffs: Tensors, history: list[torch.Tensor], rates: Sequence[float], hp: Hyper,
+             it: int) -> None:
+    """v' = momentum*v + local_rate*g; update = (1+momentum)*v' - momentum*v (nesterov_solver.cpp)."""
+    n = len(diffs)
+    hist = history[:n]
+    old = [h.clone() for h in hist]
+    _axpby_(hist, rates, diffs, hp.momentum)
+    _axpby_(old, f32(1.0 + hp.momentum), hist, -hp.momentum)
+    torch._foreach_copy_(list(diffs), old)
+
+
+def adagrad(diffs: Tensors, history: list[torch.Tensor], rates: Sequence[float], hp: Hyper,
+            it: int) -> None:
+    """h += g^2; update = local_rate * g / (sqrt(h) + delta) (adagrad_solver.cpp)."""
+    n = len(diffs)
+    hist = history[:n]
+    sq = list(torch._foreach_mul(list(diffs), list(diffs)))
+    torch._foreach_add_(sq, hist)
+    torch._foreach_copy_(hist, sq)
+    denom = list(torch._foreach_sqrt(hist))
+    torch._foreach_add_(denom, hp.delta)
+    _finish(diffs, torch._foreach_div(list(diffs), denom), rates)
+
+
+def rmsprop(diffs: Tensors, history: list[torch.Tensor], rates: Sequence[float], hp: Hyper,
+            it: int) -> None:
+    """h = rms_decay*h + (1-rms_decay)*g^2; update = local_rate * g / (sqrt(h) + delta)."""
+    n = len(diffs)
+    hist = history[:n]
+    sq = list(torch._foreach_mul(list(diffs), list(diffs)))
+    _axpby_(hist, f32(1.0 - hp.rms_decay), sq, hp.rms_decay)
+    denom = list(torch._foreach_sqrt(hist))
+    torch._foreach_add_(denom, hp.delta)
+    _finish(diffs, torch._foreach_div(list(diffs), denom), rates)
+
+
+def adadelta(diffs: Tensors, history: list[torch.Tensor], rates: Sequence[float], hp: Hyper,
+             it: int) -> None:
+    """AdaDelta with history of g^2 (first N) and of update^2 (second N), adadelta_solver.cpp."""
+    n = len(diffs)
+    grad_hist, upd_hist = history[:n], history[n:2 * n]
+    m = hp.momentum
+    sq = list(torch._foreach_mul(list(diffs), list(diffs)))
+    _axpby_(grad_hist, f32(1.0 - m), sq, m)
+    num = list(torch._foreach_add(upd_hist, hp.delta))
+    den = list(torch._foreach_add(grad_hist, hp.delta))
+    ratio = list(torch._foreach_sqrt(torch._foreach_div(num, den)))
+    torch._foreach_mul_(list(diffs), ratio)
+    sq = list(torch._foreach_mul(list(diffs), list(diffs)))
+    _axpby_(upd_hist, f32(1.0 - m), sq, m)
+    torch._foreach_mul_(list(diffs), list(rates))
+
+
+def adam(diffs: Tensors, history: list[torch.Tensor], rates: Sequence[float], hp: Hyper,
+         it: int) -> None:
+    """m, v moments (first and second N history blobs); bias correction folded into the rate."""
+    n = len(diffs)
+    ms, vs = history[:n], history[n:2 * n]
+    b1, b2 = hp.momentum, hp.momentum2
+    t = it + 1
+    correction = f32(math.sqrt(1.0 - math.pow(b2, t)) / (1.0 - math.pow(b1, t)))
+    _axpby_(ms, f32(1.0 - b1), diffs, b1)
+    sq = list(torch._foreach_mul(list(diffs), list(diffs)))
+    _axpby_(vs, f32(1.0 - b2), sq, b2)
+    denom = list(torch._foreach_sqrt(vs))
+    torch._foreach_add_(denom, hp.delta)
+    step = list(torch._foreach_div(ms, denom))
+    _finish(diffs, step, [f32(r * correction) for r in rates])
+
+
+def _finish(diffs: Tensors, values, rates: Sequence[float]) -> None:
+    """diff = local_rate * value."""
+    torch._foreach_copy_(list(diffs), _scaled(values, rates))
+
+
+UpdateFn = Callable[[Tensors, list, Sequence[float], Hyper, int], None]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An update rule and how many history sets (of N blobs) it keeps."""
+
+    fn: UpdateFn
+    history_sets: int = 1
+    no_momentum: bool = False
+
+
+UPDATE_RULES: dict[str, Rule] = {
+    "SGD": Rule(sgd),
+    "Nesterov": Rule(nesterov),
+    "AdaGrad": Rule(adagrad, no_momentum=True),
+    "RMSProp": Rule(rmsprop, no_momentum=True),
+    "AdaDelta": Rule(adadelta, history_sets=2),
+    "Adam": Rule(adam, history_sets=2),
+}
+
+
+def get_rule(name: str) -> Rule:
+    """The update rule for solver type ``name``; SolverError naming the known ones otherwise."""
+    try:
+        return UPDATE_RULES[name]
+    except KeyError:
+        raise SolverError(f"unknown solver type '{name}'; known: {', '.join(UPDATE_RULES)}") from None
+
+
+def check_hyper(name: str, param) -> None:
+    """Caffe's constructor sanity checks (include/caffe/sgd_solvers.hpp)."""
+    rule = get_rule(name)
+    if rule.no_momentum and param.momentum != 0:
+        raise SolverError(f"solver type {name}: momentum cannot be used with {name} "
+                          f"(got momentum: {param.momentum}); remove it")
+    if name == "RMSProp" and not 0 <= param.rms_decay < 1:
+        raise SolverError(f"solver type RMSProp: rms_decay should lie in [0, 1), got {param.rms_decay}")
+
+
+def apply_update(data: Tensors, diffs: Tensors, history: list[torch.Tensor],
+                 lr_mults: Sequence[float], decay_mults: Sequence[float], rate: float,
+                 param, rule: Rule, hp: Hyper, it: int) -> tuple[float, float] | None:
+    """Caffe's ApplyUpdate after the rate: clip, normalise, regularise, update, data -= diff.
+
+    ``data``/``diffs`` are the learnable blobs and their accumulated gradients (modified in
+    place); returns the clipping ``(l2norm, scale)`` if it clipped.
+    """
+    if not data:
+        return None
+    with torch.no_grad():
+        clipped = clip_gradients(diffs, float(param.clip_gradients))
+        normalize(diffs, int(param.iter_size))
+        wd = f32(param.weight_decay)
+        regularize(diffs, data, [f32(wd * f32(m)) for m in decay_mults], param.regularization_type)
+        rule.fn(diffs, history, [f32(rate * f32(m)) for m in lr_mults], hp, it)
+        torch._foreach_sub_(list(data), list(diffs))
+    return clipped

@@ -1,0 +1,131 @@
+"""``caffelike export -model deploy.prototxt -weights w.caffemodel -o model.onnx``.
+
+Builds the TEST-phase net with its weights, traces one forward pass on the Input shapes of
+the prototxt and writes an ONNX model whose inputs are the net's inputs and whose outputs
+are the net's outputs (same names as the Caffe blobs). ``--check`` then runs the file with
+onnxruntime (if installed) on random input and compares with caffelike's own forward.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import CaffelikeError, DataError
+from ..log import get_logger
+
+log = get_logger("export")
+
+
+class _Traced:
+    """Factory of the torch module that maps input tensors to the output tensors of a net."""
+
+    @staticmethod
+    def build(net, inputs: Sequence[str], outputs: Sequence[str]):
+        import torch
+
+        class NetOutputs(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = net
+
+            def forward(self, *tensors):
+                blobs = self.net.run(dict(zip(inputs, tensors)))
+                return tuple(blobs[name] for name in outputs)
+
+        return NetOutputs()
+
+
+def export(model: str, weights: str | None, out: str, opset: int = 17, batch: int | None = None,
+           dynamic_batch: bool = True, outputs: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """Write ``out`` (ONNX) for the deploy net; returns (input names, output names)."""
+    import torch
+
+    import caffelike as caffe
+
+    net = caffe.Net(model, caffe.TEST, weights=weights) if weights else caffe.Net(model, caffe.TEST)
+    net.eval()
+    inputs = list(net.inputs)
+    if not inputs:
+        raise CaffelikeError(f"{model}: the net has no Input layer (or input fields); "
+                             "export needs a deploy net whose inputs are fed from outside")
+    outs = list(outputs) if outputs else list(net.outputs)
+    for name in outs:
+        if name not in net.blobs:
+            raise CaffelikeError(f"{model}: output blob '{name}' is not in the net")
+    examples = []
+    for name in inputs:
+        shape = list(net.blobs[name].data.shape)
+        if batch:
+            shape[0] = batch
+        examples.append(torch.zeros(shape, dtype=torch.float32))
+    module = _Traced.build(net, inputs, outs)
+    dynamic_axes = {n: {0: "batch"} for n in (*inputs, *outs)} if dynamic_batch else None
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        # shape checks inside layers become trace-time constants: expected, not a problem
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # the tracing exporter (dynamo=False) needs no onnxscript; torch flags it as legacy
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(module, tuple(examples), out, input_names=inputs, output_names=outs,
+                          opset_version=opset, dynamic_axes=dynamic_axes, dynamo=False,
+                          do_constant_folding=True)
+    log.info("Wrote %s (inputs %s, outputs %s)", out, ", ".join(inputs), ", ".join(outs))
+    return inputs, outs
+
+
+def check(model: str, weights: str | None, onnx_path: str, seed: int = 0,
+          batch: int = 2) -> float:
+    """Max |onnxruntime - caffelike| over the outputs on random input (scale-relative)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise CaffelikeError("--check needs onnxruntime: pip install 'caffelike[onnx]'") from None
+    import caffelike as caffe
+
+    net = caffe.Net(model, caffe.TEST, weights=weights) if weights else caffe.Net(model, caffe.TEST)
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for i in sess.get_inputs():
+        shape = list(net.blobs[i.name].data.shape)
+        shape[0] = batch if isinstance(i.shape[0], str) else shape[0]
+        feeds[i.name] = rng.standard_normal(shape).astype(np.float32) * 50
+    ours = net.forward_all(**feeds)
+    worst = 0.0
+    for o, value in zip(sess.get_outputs(), sess.run(None, feeds)):
+        ref = np.asarray(ours[o.name])
+        worst = max(worst, float(np.max(np.abs(value - ref)) / max(1.0, float(np.max(np.abs(ref))))))
+    return worst
+
+
+def main(argv: list[str]) -> int:
+    """``caffelike export -model deploy.prototxt -weights w.caffemodel -o model.onnx``."""
+    from ..cli import FlagParser
+    from ..log import setup_logging
+
+    p = FlagParser(prog="caffelike export", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="deploy prototxt")
+    p.add_argument("--weights", default=None, help=".caffemodel (default: the fillers' initial values)")
+    p.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--batch", type=int, default=None, help="batch size traced (default: the prototxt's)")
+    p.add_argument("--static_batch", action="store_true", help="fix the batch dimension")
+    p.add_argument("--outputs", default=None, help="comma-separated blobs to export (default: net outputs)")
+    p.add_argument("--check", action="store_true", help="compare onnxruntime with caffelike afterwards")
+    args = p.parse_args(argv)
+    setup_logging()
+    for path in filter(None, (args.model, args.weights)):
+        if not os.path.isfile(path):
+            raise DataError(f"{path}: no such file")
+    outs = [s for s in args.outputs.split(",") if s] if args.outputs else None
+    export(args.model, args.weights, args.output, args.opset, args.batch, not args.static_batch, outs)
+    if args.check:
+        err = check(args.model, args.weights, args.output)
+        sys.stdout.write(f"onnxruntime vs caffelike: max relative difference {err:.3g}\n")
+        if err > 1e-4:
+            raise CaffelikeError(f"{args.output}: onnxruntime differs from caffelike by {err:.3g} (> 1e-4)")
+    return 0

@@ -1,0 +1,105 @@
+"""The book's trained Simpleconv3 scores as real Caffe does (issue 7 acceptance).
+
+Expected values: real BVLC Caffe on these files (tests/golden/NETS.md, finding 7, and
+data/mouth/README.md): ``caffe test`` with the book's train.prototxt TEST phase gives
+acc 0.86 / loss 0.313746; the book's inference flow (deploy.prototxt, nearest resize to 48,
+mean values, HWC->CHW) gives 0.87 on the 100 val images. The golden net case
+tests/golden/nets/simpleconv3 holds Caffe's outputs for 16 of them.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BOOK = ROOT / "tests" / "data" / "corpus" / "longpeng2008__yousan.ai" / "simpleconv3"
+WEIGHTS = BOOK / "test_models" / "simpleconv3__iter_10000.caffemodel"
+DEPLOY = ROOT / "models" / "mouth" / "simpleconv3" / "deploy.prototxt"
+MOUTH = ROOT / "data" / "mouth"
+GOLDEN = ROOT / "tests" / "golden" / "nets" / "simpleconv3"
+
+
+def _cli(args: list[str], cwd: pathlib.Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "caffelike", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def test_caffe_test_with_books_train_prototxt(tmp_path: pathlib.Path) -> None:
+    """The book's own files, unchanged: its list paths are ../../../../datas/mouth/... from the CWD."""
+    work = tmp_path / "a" / "b" / "c" / "d"
+    work.mkdir(parents=True)
+    (tmp_path / "datas").mkdir()
+    os.symlink(MOUTH, tmp_path / "datas" / "mouth")
+    for name in ("train.prototxt", "val_shuffle.txt", "train_shuffle.txt"):
+        shutil.copy(BOOK / name, work / name)
+    # 25 batches of 16 = the 100 val images exactly 4 times: the same means as Caffe's 100 iterations
+    res = _cli(["test", "-model", "train.prototxt", "-weights", str(WEIGHTS), "-iterations", "25"], cwd=work)
+    assert res.returncode == 0, res.stderr[-3000:]
+    acc = re.findall(r"\] acc = ([-\d.e]+)", res.stderr)
+    loss = re.findall(r"\] loss = ([-\d.e]+) \(\* 1 = ", res.stderr)
+    assert acc and loss, res.stderr[-2000:]
+    assert float(acc[-1]) == pytest.approx(0.86, abs=1e-6)
+    assert float(loss[-1]) == pytest.approx(0.313746, rel=1e-4)
+
+
+def _book_flow_predictions(crop: bool = False) -> tuple[list[int], list[int]]:
+    sys.path.insert(0, str(ROOT / "models" / "mouth" / "simpleconv3"))
+    try:
+        import infer  # the book's start_test with `import caffelike as caffe`
+    finally:
+        sys.path.pop(0)
+    lines = [l.split() for l in (MOUTH / "val.txt").read_text().splitlines() if l.strip()]
+    probs = infer.start_test(str(DEPLOY), str(WEIGHTS), [str(MOUTH / p) for p, _ in lines], crop=crop)
+    return [int(np.argmax(p)) for p in probs], [int(t) for _, t in lines]
+
+
+def test_book_inference_flow_gives_087() -> None:
+    preds, labels = _book_flow_predictions()
+    assert len(preds) == 100
+    assert sum(p == t for p, t in zip(preds, labels)) == 87
+
+
+def test_inference_with_centre_crop_gives_086() -> None:
+    """infer.py --crop = the TEST net's transform: real Caffe's `caffe test` figure, 0.86."""
+    preds, labels = _book_flow_predictions(crop=True)
+    assert sum(p == t for p, t in zip(preds, labels)) == 86
+
+
+def test_classify_command_gives_087() -> None:
+    res = _cli(["classify", "-model", str(DEPLOY), "-weights", str(WEIGHTS), "-list", str(MOUTH / "val.txt"),
+                "-root_folder", str(MOUTH), "-mean_value", "104.008,116.669,122.675", "-quiet"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "accuracy = 0.8700 (87/100)" in res.stdout
+    matrix = res.stdout.split("predicted class):\n")[1].splitlines()
+    counts = [[int(v) for v in row.split()[1:]] for row in matrix[1:3]]
+    assert sum(map(sum, counts)) == 100 and counts[0][0] + counts[1][1] == 87
+
+
+def test_classify_top_k_on_single_images() -> None:
+    images = [str(MOUTH / "1" / "46smile.jpg"), str(MOUTH / "0" / "446neutral.jpg")]
+    res = _cli(["classify", "-model", str(DEPLOY), "-weights", str(WEIGHTS), *images,
+                "-mean_value", "104.008,116.669,122.675", "-top_k", "2"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout.strip().splitlines()
+    assert len(out) == 2 and out[0].startswith(images[0])
+    probs = [float(v) for v in re.findall(r" (\d\.\d{4})", out[0])]
+    assert len(probs) == 2 and probs[0] >= probs[1] and sum(probs) == pytest.approx(1.0, abs=2e-4)
+
+
+def test_golden_batch_through_pycaffe_surface() -> None:
+    """Caffe's own preprocessed batch of 16 val images -> Caffe's probabilities."""
+    import caffelike as caffe
+
+    data = np.load(GOLDEN / "data.npz")
+    net = caffe.Net(str(DEPLOY), str(WEIGHTS), caffe.TEST)
+    out = net.forward_all(data=data["input__data"])
+    expect = data["output__prob"]
+    np.testing.assert_allclose(out["prob"], expect, rtol=1e-4, atol=1e-5 * float(np.abs(expect).max()))
