@@ -72,7 +72,7 @@ class _Clock:
         try:
             when = datetime(year, month_i, int(day), int(hour), int(minute), int(second),
                             int(micro[:6].ljust(6, "0")))
-        except ValueError:
+        except (ValueError, OverflowError):  # a garbled stamp: treat the line as unstamped
             return None
         self.last_month = month_i
         return when
