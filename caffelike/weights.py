@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
 
-from .errors import WeightsError
+from .errors import WeightsError, Where
 from .log import get_logger
 from .proto import caffe_pb2
 
@@ -16,28 +16,31 @@ if TYPE_CHECKING:
 
 log = get_logger("net")
 
-_LEGACY_DIMS = ("num", "channels", "height", "width")
+T = TypeVar("T")
 
 
-def _source_shape(blob: caffe_pb2.BlobProto) -> tuple[tuple[int, ...], bool]:
-    """The shape a BlobProto declares, and whether it is the legacy 4-D num/channels/height/width."""
-    if any(blob.HasField(d) for d in _LEGACY_DIMS):
-        return tuple(int(getattr(blob, d)) for d in _LEGACY_DIMS), True
-    return tuple(int(d) for d in blob.shape.dim), False
+def _matched_layers(net: "Net", items: Iterable[T], name_of: Callable[[T], str]) -> Iterator[tuple[T, int]]:
+    """``(item, net layer index)`` for each source item whose layer name the net has.
 
-
-def _shape_equals(target: tuple[int, ...], source: tuple[int, ...], legacy: bool) -> bool:
-    """Caffe's Blob::ShapeEquals: legacy 4-D dims match a blob of <= 4 axes padded with leading 1s."""
-    if legacy:
-        return len(target) <= 4 and (1,) * (4 - len(target)) + target == source
-    return target == source
-
-
-def _layer_index(net: "Net") -> dict[str, int]:
+    Caffe takes the first net layer of a name, and logs each source layer it has no use for.
+    """
     index: dict[str, int] = {}
     for i, lay in enumerate(net.plan.layers):
-        index.setdefault(lay.name, i)  # Caffe takes the first layer of that name
-    return index
+        index.setdefault(lay.name, i)
+    for item in items:
+        target = index.get(name_of(item))
+        if target is None:
+            log.info("Ignoring source layer %s", name_of(item))
+            continue
+        yield item, target
+
+
+def _diff_array(param: torch.Tensor) -> np.ndarray:
+    """The gradient of ``param`` as float32 numpy (zeros before any backward)."""
+    grad = param.grad
+    if grad is None:
+        return np.zeros(tuple(param.shape), np.float32)
+    return grad.detach().cpu().numpy()
 
 
 def _copy_into(param: torch.nn.Parameter, array: np.ndarray) -> None:
@@ -49,11 +52,11 @@ def read_weights_source(path: str | os.PathLike) -> caffe_pb2.NetParameter | Non
     """The upgraded NetParameter of a .caffemodel, or None for an HDF5 weights file."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise WeightsError(f"weights file '{path}' does not exist")
-    if _is_hdf5(path):
-        return None
-    from .io import read_caffemodel
+        raise WeightsError("weights file does not exist", Where(file=path))
+    from .io.caffemodel import is_hdf5_file, read_caffemodel
 
+    if is_hdf5_file(path):
+        return None
     return read_caffemodel(path)
 
 
@@ -68,14 +71,9 @@ def copy_trained_layers(net: "Net", source: str | os.PathLike | caffe_pb2.NetPar
             return
         source_name, source = path, parsed
     source_name = source_name or "the source NetParameter"
-    from .io import blob_to_array
+    from .io.blobs import blob_fits, blob_shape, blob_to_array
 
-    index = _layer_index(net)
-    for src in source.layer:
-        target = index.get(src.name)
-        if target is None:
-            log.info("Ignoring source layer %s", src.name)
-            continue
+    for src, target in _matched_layers(net, source.layer, lambda layer: layer.name):
         module = net.layer_modules[target]
         where = net.plan.layers[target].where
         if len(module.blobs) != len(src.blobs):
@@ -83,10 +81,9 @@ def copy_trained_layers(net: "Net", source: str | os.PathLike | caffe_pb2.NetPar
                                f"{len(module.blobs)}; rename the layer to learn it from scratch", where)
         for j, (param, blob) in enumerate(zip(module.blobs, src.blobs)):
             want = tuple(param.shape)
-            shape, legacy = _source_shape(blob)
-            if not _shape_equals(want, shape, legacy):
-                raise WeightsError(f"cannot copy param {j}: shape {shape} in {source_name} does not match "
-                                   f"the net's {want}; rename the layer to learn it from scratch", where)
+            if not blob_fits(blob, want):
+                raise WeightsError(f"cannot copy param {j}: shape {blob_shape(blob)} in {source_name} does not "
+                                   f"match the net's {want}; rename the layer to learn it from scratch", where)
             _copy_into(param, blob_to_array(blob))
 
 
@@ -101,17 +98,9 @@ def net_to_proto(net: "Net", write_diff: bool = False) -> caffe_pb2.NetParameter
         del lp.blobs[:]
         for param in module.blobs:
             data = param.detach().cpu().numpy().astype(np.float32, copy=False)
-            diff = None
-            if write_diff:
-                grad = param.grad
-                diff = grad.detach().cpu().numpy() if grad is not None else np.zeros_like(data)
-            lp.blobs.add().CopyFrom(array_to_blob(data, diff) if diff is not None else array_to_blob(data))
+            diff = _diff_array(param) if write_diff else None
+            lp.blobs.add().CopyFrom(array_to_blob(data, diff))
     return out
-
-
-def _is_hdf5(path: str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(8) == b"\x89HDF\r\n\x1a\n"
 
 
 def save_hdf5(net: "Net", path: str, write_diff: bool = False) -> None:
@@ -130,24 +119,15 @@ def save_hdf5(net: "Net", path: str, write_diff: bool = False) -> None:
                 if owners[i] is None:
                     g.create_dataset(str(i), data=param.detach().cpu().numpy())
                 if gd is not None:
-                    grad = param.grad
-                    gd.create_dataset(str(i), data=(grad.detach().cpu().numpy() if grad is not None
-                                                   else np.zeros(tuple(param.shape), np.float32)))
+                    gd.create_dataset(str(i), data=_diff_array(param))
 
 
 def load_hdf5(net: "Net", path: str) -> None:
     """Caffe's CopyTrainedLayersFromHDF5 (a shared blob may be absent from the file)."""
-    import h5py
+    from .io.caffemodel import open_hdf5_weights
 
-    index = _layer_index(net)
-    with h5py.File(path, "r") as h5:
-        if "data" not in h5:
-            raise WeightsError(f"{path}: no 'data' group; not a Caffe HDF5 weights file")
-        for name in h5["data"]:
-            target = index.get(name)
-            if target is None:
-                log.info("Ignoring source layer %s", name)
-                continue
+    with open_hdf5_weights(path) as h5:
+        for name, target in _matched_layers(net, h5["data"], str):
             group = h5["data"][name]
             module = net.layer_modules[target]
             where = net.plan.layers[target].where
@@ -172,12 +152,8 @@ def share_trained_layers(net: "Net", other: "Net") -> None:
     """Caffe's ShareTrainedLayersWith: same-named layers of ``net`` use ``other``'s parameter tensors."""
     from .net import _replace_parameter
 
-    index = _layer_index(net)
-    for lay, module in zip(other.plan.layers, other.layer_modules):
-        target = index.get(lay.name)
-        if target is None:
-            log.info("Ignoring source layer %s", lay.name)
-            continue
+    pairs = zip(other.plan.layers, other.layer_modules)
+    for (lay, module), target in _matched_layers(net, pairs, lambda pair: pair[0].name):
         mine = net.layer_modules[target]
         where = net.plan.layers[target].where
         if len(mine.blobs) != len(module.blobs):

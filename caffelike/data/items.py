@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError
 from ..errors import DataError, Where
 from ..proto import caffe_pb2
 from .images import datum_to_image, read_image
-from .sources import HDF5Files, KeyValueDB, ListEntry
+from .sources import HDF5Files, KeyValueDB, ListEntry, source_where
 from .transformer import DataTransformer, TransformFailure
 from .windows import WindowFile, crop_window
 
@@ -35,13 +35,13 @@ class ImageListItems:
         return len(self.entries)
 
     def _where(self, index: int) -> Where:
-        return Where(file=self.source, line=self.entries[index].line, layer=self.where.layer,
-                     type=self.where.type)
+        return source_where(self.where, self.source, self.entries[index].line)
 
     def describe(self, index: int) -> str:
         return f"{self.source}:{self.entries[index].line}: image '{self.root + self.entries[index].path}'"
 
     def image(self, index: int) -> np.ndarray:
+        """The untransformed image of list entry ``index`` (HxWxC, BGR)."""
         path = self.root + self.entries[index].path
         img = read_image(path, self.new_height, self.new_width, self.is_color)
         if img is None:
@@ -82,8 +82,9 @@ class DatumItems:
         return self.db.get(index)
 
     def datum(self, record: tuple[bytes, bytes]) -> tuple[caffe_pb2.Datum, np.ndarray]:
+        """Parse and decode one ``(key, value)`` record: the Datum and its HxWxC image."""
         key, value = record
-        where = Where(file=self.db.path, layer=self.where.layer, type=self.where.type)
+        where = source_where(self.where, self.db.path)
         name = key.decode(errors="replace")
         datum = caffe_pb2.Datum()
         try:
@@ -103,8 +104,7 @@ class DatumItems:
             data = self.transformer(img, rng)
         except TransformFailure as exc:
             raise DataError(f"key '{record[0].decode(errors='replace')}': {exc}",
-                            Where(file=self.db.path, layer=self.where.layer,
-                                  type=self.where.type)) from None
+                            source_where(self.where, self.db.path)) from None
         if not self.with_label:
             return (data,)
         return data, np.asarray(datum.label, dtype=np.float32)

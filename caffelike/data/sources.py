@@ -15,7 +15,8 @@ import numpy as np
 from ..errors import DataError, Where
 
 
-def _where(where: Where | None, file: str, line: int | None = None) -> Where:
+def source_where(where: Where | None, file: str, line: int | None = None) -> Where:
+    """The layer of ``where`` (if any), placed at ``file`` (and ``line``) of the source it reads."""
     base = where if where is not None else Where()
     return Where(file=file, line=line, layer=base.layer, type=base.type)
 
@@ -42,7 +43,7 @@ def read_image_list(source: str, where: Where | None = None) -> list[ListEntry]:
             text = handle.read()
     except OSError as exc:
         raise DataError(f"cannot open image list '{source}'{_cwd_hint(source)}: "
-                        f"{exc.strerror}", _where(where, source)) from None
+                        f"{exc.strerror}", source_where(where, source)) from None
     entries: list[ListEntry] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.rstrip()
@@ -50,15 +51,15 @@ def read_image_list(source: str, where: Where | None = None) -> list[ListEntry]:
             continue
         path, sep, label = line.rpartition(" ")
         if not sep or not path:
-            raise DataError(f"expected 'path label', got '{line}'", _where(where, source, number))
+            raise DataError(f"expected 'path label', got '{line}'", source_where(where, source, number))
         try:
             value = int(label)
         except ValueError:
             raise DataError(f"label '{label}' is not an integer (expected 'path label')",
-                            _where(where, source, number)) from None
+                            source_where(where, source, number)) from None
         entries.append(ListEntry(path, value, number))
     if not entries:
-        raise DataError("image list is empty; expected 'path label' lines", _where(where, source))
+        raise DataError("image list is empty; expected 'path label' lines", source_where(where, source))
     return entries
 
 
@@ -69,11 +70,11 @@ def read_file_list(source: str, what: str, where: Where | None = None) -> list[t
             lines = handle.read().splitlines()
     except OSError as exc:
         raise DataError(f"cannot open {what} list '{source}'{_cwd_hint(source)}: {exc.strerror}",
-                        _where(where, source)) from None
+                        source_where(where, source)) from None
     names = [(ln.strip(), i) for i, ln in enumerate(lines, start=1) if ln.strip()]
     if not names:
         raise DataError(f"{what} list is empty; expected one file name per line",
-                        _where(where, source))
+                        source_where(where, source))
     return names
 
 
@@ -88,7 +89,7 @@ class KeyValueDB:
         self._pid = -1
         self.keys = self._read_keys()
         if not self.keys:
-            raise DataError(f"{self.backend.upper()} '{path}' holds no records", _where(where, path))
+            raise DataError(f"{self.backend.upper()} '{path}' holds no records", source_where(where, path))
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -104,7 +105,7 @@ class KeyValueDB:
             self._handle = _open_leveldb(self.path, self.where)
         else:
             raise DataError(f"unknown DB backend '{self.backend}' (known: lmdb, leveldb)",
-                            _where(self.where, self.path))
+                            source_where(self.where, self.path))
         self._pid = os.getpid()
         return self._handle
 
@@ -129,7 +130,7 @@ class KeyValueDB:
             value = handle.get(key)
         if value is None:
             raise DataError(f"key '{key.decode(errors='replace')}' vanished from the DB",
-                            _where(self.where, self.path))
+                            source_where(self.where, self.path))
         return key, bytes(value)
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
@@ -149,7 +150,7 @@ def _open_lmdb(path: str, where: Where | None):
     subdir = os.path.isdir(path)
     if not (os.path.isfile(os.path.join(path, "data.mdb")) if subdir else os.path.isfile(path)):
         raise DataError(f"cannot open LMDB '{path}'{_cwd_hint(path)}: no such database "
-                        "(expected a folder holding data.mdb)", _where(where, path))
+                        "(expected a folder holding data.mdb)", source_where(where, path))
     key = (os.path.realpath(path), os.getpid())
     env = _LMDB_ENVS.get(key)
     if env is None:
@@ -157,7 +158,7 @@ def _open_lmdb(path: str, where: Where | None):
             env = lmdb.open(path, readonly=True, lock=False, subdir=subdir, readahead=False,
                             max_readers=512)
         except lmdb.Error as exc:
-            raise DataError(f"cannot open LMDB '{path}': {exc}", _where(where, path)) from None
+            raise DataError(f"cannot open LMDB '{path}': {exc}", source_where(where, path)) from None
         _LMDB_ENVS[key] = env
     return env
 
@@ -165,17 +166,17 @@ def _open_lmdb(path: str, where: Where | None):
 def _open_leveldb(path: str, where: Where | None):
     if not os.path.isdir(path):
         raise DataError(f"cannot open LevelDB '{path}'{_cwd_hint(path)}: no such database",
-                        _where(where, path))
+                        source_where(where, path))
     try:
         import plyvel  # type: ignore[import-not-found]
     except ImportError:
         raise DataError(f"backend LEVELDB needs a LevelDB binding (pip install plyvel), which is "
                         f"not installed; convert '{path}' with 'caffelike convert_imageset "
-                        f"-backend lmdb' or use backend: LMDB", _where(where, path)) from None
+                        f"-backend lmdb' or use backend: LMDB", source_where(where, path)) from None
     try:
         return plyvel.DB(path, create_if_missing=False)
     except Exception as exc:  # plyvel raises its own error classes
-        raise DataError(f"cannot open LevelDB '{path}': {exc}", _where(where, path)) from None
+        raise DataError(f"cannot open LevelDB '{path}': {exc}", source_where(where, path)) from None
 
 
 class HDF5Files:
@@ -192,10 +193,10 @@ class HDF5Files:
         for name, line in read_file_list(source, "HDF5 file", where):
             rows, shapes = self._inspect(name, line)
             if rows == 0:
-                raise DataError(f"HDF5 file '{name}' has no rows", _where(where, source, line))
+                raise DataError(f"HDF5 file '{name}' has no rows", source_where(where, source, line))
             if self.row_shapes and shapes != self.row_shapes:
                 raise DataError(f"'{name}' has rows of shapes {shapes}, the first file has "
-                                f"{self.row_shapes}", _where(where, source, line))
+                                f"{self.row_shapes}", source_where(where, source, line))
             self.files.append(name)
             self.rows.append(rows)
             self.row_shapes = shapes
@@ -210,7 +211,7 @@ class HDF5Files:
 
         if not os.path.isfile(name):
             raise DataError(f"cannot open HDF5 file '{name}'{_cwd_hint(name)}: no such file",
-                            _where(self.where, self.source, line))
+                            source_where(self.where, self.source, line))
         try:
             with h5py.File(name, "r") as h5:
                 shapes, rows = [], None
@@ -218,17 +219,17 @@ class HDF5Files:
                     if ds not in h5:
                         raise DataError(f"HDF5 file '{name}' has no dataset '{ds}' (it has: "
                                         f"{', '.join(sorted(h5.keys()))})",
-                                        _where(self.where, self.source, line))
+                                        source_where(self.where, self.source, line))
                     shape = h5[ds].shape
                     if len(shape) < 1 or (rows is not None and shape[0] != rows):
                         raise DataError(f"datasets of '{name}' must share their first "
                                         f"dimension (rows); '{ds}' has shape {shape}",
-                                        _where(self.where, self.source, line))
+                                        source_where(self.where, self.source, line))
                     rows = shape[0]
                     shapes.append(tuple(shape[1:]))
         except OSError as exc:
             raise DataError(f"cannot read HDF5 file '{name}': {exc}",
-                            _where(self.where, self.source, line)) from None
+                            source_where(self.where, self.source, line)) from None
         return int(rows or 0), shapes
 
     def __len__(self) -> int:

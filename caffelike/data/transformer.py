@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..errors import DataError, LayerError, Where
+from ..errors import DataError, LayerError, WeightsError, Where
+from ..io.blobs import blob_to_array, read_blob_file
 from ..proto import caffe_pb2
 
 TRAIN = caffe_pb2.TRAIN
@@ -98,19 +99,18 @@ def rotate_bound(img: np.ndarray, angle: int) -> np.ndarray:
 
 
 def read_mean_binaryproto(path: str) -> np.ndarray:
-    """A .binaryproto mean file as a float32 ``(C, H, W)`` array (``shape`` or legacy dims)."""
-    blob = caffe_pb2.BlobProto()
-    with open(path, "rb") as handle:
-        blob.ParseFromString(handle.read())
-    if blob.HasField("shape") and len(blob.shape.dim):
-        dims = [int(d) for d in blob.shape.dim]
-    else:
-        dims = [blob.num, blob.channels, blob.height, blob.width]
-    data = np.asarray(blob.data, dtype=np.float32)
-    if data.size != int(np.prod(dims)) or data.size == 0:
-        raise ValueError(f"holds {data.size} values for shape {tuple(dims)}")
-    dims = dims[-3:] if len(dims) >= 3 else [1] * (3 - len(dims)) + dims
-    return data.reshape(dims)
+    """A .binaryproto mean file as a float32 ``(C, H, W)`` array.
+
+    Caffe reads the mean through the blob's legacy 4-D accessors: fewer axes are padded with
+    leading 1s, and the axes before the last three must all be 1.
+    """
+    array = blob_to_array(read_blob_file(path))
+    if array.ndim < 3:
+        return array.reshape((1,) * (3 - array.ndim) + array.shape)
+    if int(np.prod(array.shape[:-3], dtype=np.int64)) != 1:
+        raise WeightsError(f"mean blob has shape {array.shape}; expected (1, C, H, W) or (C, H, W)",
+                           Where(file=path))
+    return array.reshape(array.shape[-3:])
 
 
 class DataTransformer:
@@ -159,8 +159,9 @@ class DataTransformer:
                             f"the current directory {os.getcwd()})", self.where)
         try:
             chw = read_mean_binaryproto(path)
-        except Exception as exc:  # a file that is not a BlobProto
-            raise DataError(f"mean_file '{path}' is not a valid BlobProto: {exc}", self.where) from None
+        except WeightsError as exc:
+            raise DataError(f"mean_file '{path}' is not a valid BlobProto: {exc.message}",
+                            self.where) from None
         return np.ascontiguousarray(chw.transpose(1, 2, 0))
 
     # -- sampling -------------------------------------------------------------------------

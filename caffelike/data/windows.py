@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from ..errors import DataError, Where
+from .sources import source_where
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,9 @@ class WindowFile:
 def read_window_file(source: str, root_folder: str, fg_threshold: float, bg_threshold: float,
                      where: Where | None = None) -> WindowFile:
     """Parse ``source``; every malformed line is a DataError naming file and line."""
-    base = where or Where()
 
     def error(message: str, line: int | None) -> DataError:
-        return DataError(message, Where(file=source, line=line, layer=base.layer, type=base.type))
+        return DataError(message, source_where(where, source, line))
 
     try:
         with open(source, encoding="utf-8") as handle:

@@ -12,16 +12,21 @@ import os
 
 import numpy as np
 
-from ..errors import WeightsError
+from ..errors import WeightsError, Where
 from ..proto import caffe_pb2
-from .atomic import atomic_write
+from .binfile import parse_binary, read_file_bytes, write_binary_proto
 
 _LEGACY_FIELDS = ("num", "channels", "height", "width")
 
 
+def has_legacy_shape(blob: caffe_pb2.BlobProto) -> bool:
+    """Whether ``blob`` states its shape in the legacy num/channels/height/width fields."""
+    return any(blob.HasField(name) for name in _LEGACY_FIELDS)
+
+
 def blob_shape(blob: caffe_pb2.BlobProto) -> tuple[int, ...]:
     """The shape Caffe gives ``blob``: legacy 4-D if any legacy dim is set, else ``shape.dim``."""
-    if any(blob.HasField(name) for name in _LEGACY_FIELDS):
+    if has_legacy_shape(blob):
         return (blob.num, blob.channels, blob.height, blob.width)
     return tuple(int(d) for d in blob.shape.dim)
 
@@ -90,19 +95,11 @@ def array_to_blob(array: np.ndarray, diff: np.ndarray | None = None,
 def read_blob_file(path: str | os.PathLike) -> caffe_pb2.BlobProto:
     """Parse a binary BlobProto file (a .binaryproto), with a clear error if it is not one."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except OSError as exc:
-        raise WeightsError(f"{path}: cannot read mean file ({exc.strerror})") from None
-    blob = caffe_pb2.BlobProto()
-    try:
-        blob.ParseFromString(raw)
-    except Exception:  # protobuf's DecodeError (its class differs between runtimes)
-        raise WeightsError(f"{path}: not a binary BlobProto (.binaryproto): truncated or "
-                           "corrupt protobuf data") from None
+    raw = read_file_bytes(path, "mean file")
+    what = "BlobProto (.binaryproto)"
+    blob = parse_binary(caffe_pb2.BlobProto(), raw, path, what)
     if not raw or not (len(blob.data) or len(blob.double_data)):
-        raise WeightsError(f"{path}: not a binary BlobProto (.binaryproto): it holds no values")
+        raise WeightsError(f"not a binary {what}: it holds no values", Where(file=path))
     return blob
 
 
@@ -113,17 +110,16 @@ def read_mean_file(path: str | os.PathLike) -> np.ndarray:
     (pycaffe's ``blobproto_to_array(...)[0]``).
     """
     path = os.fspath(path)
+    blob = read_blob_file(path)
     try:
-        array = blob_to_array(read_blob_file(path))
+        array = blob_to_array(blob)
     except WeightsError as exc:
-        if str(exc).startswith(path):
-            raise
-        raise WeightsError(f"{path}: {exc}") from None
+        raise WeightsError(exc.message, Where(file=path)) from None
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 3:
-        raise WeightsError(f"{path}: mean blob has shape {array.shape}; expected (1, C, H, W) "
-                           "or (C, H, W)")
+        raise WeightsError(f"mean blob has shape {array.shape}; expected (1, C, H, W) "
+                           "or (C, H, W)", Where(file=path))
     return array
 
 
@@ -131,10 +127,9 @@ def write_mean_file(array: np.ndarray, path: str | os.PathLike) -> None:
     """Write a (C, H, W) mean as Caffe's compute_image_mean does (num=1, legacy 4-D dims)."""
     array = np.asarray(array)
     if array.ndim != 3:
-        raise WeightsError(f"{os.fspath(path)}: a mean image must be (C, H, W); got {array.shape}")
-    data = array_to_blob(array[np.newaxis], legacy_4d=True).SerializeToString()
-    with atomic_write(path, "wb") as handle:
-        handle.write(data)
+        raise WeightsError(f"a mean image must be (C, H, W); got {array.shape}",
+                           Where(file=os.fspath(path)))
+    write_binary_proto(array_to_blob(array[np.newaxis], legacy_4d=True), path)
 
 
 def legacy_shape_fits(file_shape: tuple[int, ...], net_shape: tuple[int, ...]) -> bool:
@@ -146,3 +141,10 @@ def legacy_shape_fits(file_shape: tuple[int, ...], net_shape: tuple[int, ...]) -
     if len(file_shape) != 4 or len(net_shape) > 4:
         return False
     return tuple(file_shape) == (1,) * (4 - len(net_shape)) + tuple(net_shape)
+
+
+def blob_fits(blob: caffe_pb2.BlobProto, net_shape: tuple[int, ...]) -> bool:
+    """Caffe's Blob::ShapeEquals: whether the stored ``blob`` may be copied into ``net_shape``."""
+    if has_legacy_shape(blob):
+        return legacy_shape_fits(blob_shape(blob), tuple(net_shape))
+    return blob_shape(blob) == tuple(net_shape)

@@ -8,7 +8,9 @@ ReadNetParamsFromBinaryFileOrDie does. HDF5 weights (``.caffemodel.h5``, Caffe's
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -17,7 +19,7 @@ from google.protobuf.message import Message
 from ..errors import CaffelikeError, WeightsError, Where
 from ..log import get_logger
 from ..proto import caffe_pb2
-from .atomic import atomic_write
+from .binfile import CORRUPT, parse_binary, read_file_bytes, write_binary_proto
 from .blobs import blob_to_array
 
 try:
@@ -28,41 +30,32 @@ except ImportError:  # protobuf runtimes before 4.22
 log = get_logger("io")
 
 
-def _read_bytes(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise WeightsError(f"cannot read {what} ({exc.strerror})", Where(file=path)) from None
-
-
 def _looks_like_text(raw: bytes) -> bool:
     head = raw[:512].lstrip()
     return bool(head) and all(32 <= b < 127 or b in (9, 10, 13) for b in head[:256]) and \
         head[:1].isalpha()
 
 
+def _hint(raw: bytes, otherwise: str) -> str:
+    """Why ``raw`` is not a .caffemodel: a text prototxt given as weights, else ``otherwise``."""
+    if _looks_like_text(raw):
+        return "it looks like a text prototxt; pass it as the net definition, not as weights"
+    return otherwise
+
+
 def read_binary_net(path: str | os.PathLike) -> caffe_pb2.NetParameter:
     """Parse a binary NetParameter as stored (no upgrade); ``WeightsError`` if it is not one."""
     path = os.fspath(path)
-    raw = _read_bytes(path, "weights file")
+    raw = read_file_bytes(path, "weights file")
     if not raw:
         raise WeightsError("empty weights file; expected a binary NetParameter (.caffemodel)",
                            Where(file=path))
-    net = caffe_pb2.NetParameter()
-    try:
-        net.ParseFromString(raw)
-    except Exception:  # protobuf's DecodeError (its class differs between runtimes)
-        hint = ("it looks like a text prototxt; pass it as the net definition, not as weights"
-                if _looks_like_text(raw) else "truncated or corrupt protobuf data")
-        raise WeightsError(f"not a binary NetParameter (.caffemodel): {hint}",
-                           Where(file=path)) from None
+    what = "NetParameter (.caffemodel)"
+    net = parse_binary(caffe_pb2.NetParameter(), raw, path, what, _hint(raw, CORRUPT))
     _warn_unknown_fields(net, path)
     if not (len(net.layer) or len(net.layers)):
-        hint = ("it looks like a text prototxt; pass it as the net definition, not as weights"
-                if _looks_like_text(raw) else "it holds no layers (a .solverstate or "
-                ".binaryproto given as weights?)")
-        raise WeightsError(f"not a binary NetParameter (.caffemodel): {hint}", Where(file=path))
+        hint = _hint(raw, "it holds no layers (a .solverstate or .binaryproto given as weights?)")
+        raise WeightsError(f"not a binary {what}: {hint}", Where(file=path))
     return net
 
 
@@ -89,16 +82,21 @@ def _warn_unknown_fields(net: caffe_pb2.NetParameter, path: str) -> None:
                     "fork), by field number: %s", path, listed)
 
 
-def read_caffemodel(path: str | os.PathLike) -> caffe_pb2.NetParameter:
-    """Read a .caffemodel and upgrade it (V0/V1 layers, legacy inputs) as Caffe does."""
+def upgrade_binary_net(net: caffe_pb2.NetParameter, path: str) -> None:
+    """Upgrade a binary net in place as Caffe does; a failure is a ``WeightsError``."""
     from .upgrade import upgrade_net
 
-    path = os.fspath(path)
-    net = read_binary_net(path)
     try:
         upgrade_net(net, path)
     except CaffelikeError as exc:
         raise WeightsError(exc.message, exc.where) from None
+
+
+def read_caffemodel(path: str | os.PathLike) -> caffe_pb2.NetParameter:
+    """Read a .caffemodel and upgrade it (V0/V1 layers, legacy inputs) as Caffe does."""
+    path = os.fspath(path)
+    net = read_binary_net(path)
+    upgrade_binary_net(net, path)
     return net
 
 
@@ -122,7 +120,7 @@ def net_weights(net: caffe_pb2.NetParameter, path: str = "<net>") -> dict[str, l
 def load_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
     """The parameter blobs of a .caffemodel (or .caffemodel.h5) by layer name, as float32."""
     path = os.fspath(path)
-    if _is_hdf5(path):
+    if is_hdf5_file(path):
         return _load_hdf5_weights(path)
     return net_weights(read_caffemodel(path), path)
 
@@ -130,7 +128,8 @@ def load_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
-def _is_hdf5(path: str) -> bool:
+def is_hdf5_file(path: str) -> bool:
+    """Whether ``path`` starts with the HDF5 signature (False if it cannot be read)."""
     try:
         with open(path, "rb") as handle:
             return handle.read(8) == _HDF5_MAGIC
@@ -138,26 +137,40 @@ def _is_hdf5(path: str) -> bool:
         return False
 
 
-def _load_hdf5_weights(path: str) -> dict[str, list[np.ndarray]]:
-    """Caffe's HDF5 weights: group ``data``, one subgroup per layer, datasets "0", "1", ..."""
+@contextlib.contextmanager
+def open_hdf5_weights(path: str) -> Iterator[Any]:
+    """Caffe's HDF5 weights open for reading, its ``data`` group checked.
+
+    h5py's errors on an unreadable or corrupt file (OSError, KeyError), also while the
+    caller reads datasets inside the ``with`` block, become one-line ``WeightsError``s.
+    """
     import h5py
 
     try:
-        handle = h5py.File(path, "r")
-    except OSError as exc:
+        with h5py.File(path, "r") as handle:
+            if "data" not in handle:
+                raise WeightsError("HDF5 weights file has no 'data' group", Where(file=path))
+            yield handle
+    except (OSError, KeyError) as exc:
         raise WeightsError(f"cannot read HDF5 weights ({exc})", Where(file=path)) from None
-    with handle:
-        if "data" not in handle:
-            raise WeightsError("HDF5 weights file has no 'data' group", Where(file=path))
-        weights: dict[str, list[np.ndarray]] = {}
+
+
+def _load_hdf5_weights(path: str) -> dict[str, list[np.ndarray]]:
+    """Caffe's HDF5 weights: group ``data``, one subgroup per layer, datasets "0", "1", ..."""
+    weights: dict[str, list[np.ndarray]] = {}
+    with open_hdf5_weights(path) as handle:
         for layer_name, group in handle["data"].items():
-            count = len(group.keys())
-            weights[layer_name] = [np.asarray(group[str(i)], dtype=np.float32) for i in range(count)]
+            names = [str(i) for i in range(len(group.keys()))]
+            missing = [n for n in names if n not in group]
+            if missing:
+                # Caffe's ToHDF5 leaves out the blobs a layer shares with an earlier one.
+                raise WeightsError(f"blob {missing[0]} is not stored (a shared blob?); load this "
+                                   "file into a net with copy_from instead",
+                                   Where(file=path, layer=layer_name))
+            weights[layer_name] = [np.asarray(group[n], dtype=np.float32) for n in names]
     return weights
 
 
 def write_caffemodel(net_param: caffe_pb2.NetParameter, path: str | os.PathLike) -> None:
     """Serialize ``net_param`` to ``path`` (atomically), as Caffe's WriteProtoToBinaryFile."""
-    data = net_param.SerializeToString()
-    with atomic_write(path, "wb") as handle:
-        handle.write(data)
+    write_binary_proto(net_param, path)

@@ -31,6 +31,7 @@ from ..errors import PrototxtError, Where
 from ..log import get_logger
 from ..proto import caffe_pb2
 from .atomic import atomic_write
+from .binfile import read_file_bytes
 
 log = get_logger("io")
 
@@ -166,6 +167,7 @@ class SourceMap:
 
     @classmethod
     def from_text(cls, text: str, file: str) -> "SourceMap":
+        """Pre-scan ``text`` (the contents of ``file``) for its top-level layer blocks."""
         scan = scan_text(text)
         lines: dict[str, list[int]] = {}
         for block in scan.blocks:
@@ -340,11 +342,7 @@ def _warn_skipped(skipped: list[SkippedField], filename: str) -> None:
 def read_text_file(path: str | os.PathLike, what: str) -> str:
     """The UTF-8 text of ``path``; a one-line :class:`PrototxtError` if missing or binary."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except OSError as exc:
-        raise PrototxtError(f"cannot read {what} file ({exc.strerror})", Where(file=path)) from None
+    raw = read_file_bytes(path, f"{what} file", PrototxtError)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -129,10 +129,12 @@ Locate = Callable[[int], Where]
 
 # -- checks ------------------------------------------------------------------------------
 def net_needs_v0_upgrade(net: caffe_pb2.NetParameter) -> bool:
+    """Whether ``layers`` hold V0 ``layer`` sub-messages (Caffe's NetNeedsV0ToV1Upgrade)."""
     return any(layer.HasField("layer") for layer in net.layers)
 
 
 def net_needs_data_upgrade(net: caffe_pb2.NetParameter) -> bool:
+    """Whether a V1 data layer keeps transform fields in its own param (NetNeedsDataUpgrade)."""
     for layer in net.layers:
         param_name = DATA_TRANSFORM_PARAMS.get(V1.LayerType.Name(layer.type))
         if param_name and any(getattr(layer, param_name).HasField(f) for f in TRANSFORM_FIELDS):
@@ -141,14 +143,17 @@ def net_needs_data_upgrade(net: caffe_pb2.NetParameter) -> bool:
 
 
 def net_needs_v1_upgrade(net: caffe_pb2.NetParameter) -> bool:
+    """Whether the net uses V1 ``layers`` (Caffe's NetNeedsV1ToV2Upgrade)."""
     return len(net.layers) > 0
 
 
 def net_needs_input_upgrade(net: caffe_pb2.NetParameter) -> bool:
+    """Whether the net declares legacy ``input`` fields (Caffe's NetNeedsInputUpgrade)."""
     return len(net.input) > 0
 
 
 def net_needs_batchnorm_upgrade(net: caffe_pb2.NetParameter) -> bool:
+    """Whether a BatchNorm still lists its three deprecated param specs (NetNeedsBatchNormUpgrade)."""
     return any(layer.type == "BatchNorm" and len(layer.param) == 3 for layer in net.layer)
 
 

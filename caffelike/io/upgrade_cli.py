@@ -48,19 +48,15 @@ def upgrade_net_proto_text(argv: list[str]) -> int:
 
 def upgrade_net_proto_binary(argv: list[str]) -> int:
     """Upgrade a V0/V1 binary net (.caffemodel) (Caffe's upgrade_net_proto_binary)."""
-    from ..errors import CaffelikeError, WeightsError
-    from .caffemodel import read_binary_net, write_caffemodel
-    from .upgrade import net_needs_upgrade, upgrade_net
+    from .caffemodel import read_binary_net, upgrade_binary_net, write_caffemodel
+    from .upgrade import net_needs_upgrade
 
     args = _parser("upgrade_net_proto_binary", "binary net (.caffemodel)",
                    unknown_fields=False).parse_args(argv)
     setup_logging(program="upgrade_net_proto_binary")
     net = read_binary_net(args.input)
     if net_needs_upgrade(net):
-        try:
-            upgrade_net(net, args.input)
-        except CaffelikeError as exc:
-            raise WeightsError(exc.message, exc.where) from None
+        upgrade_binary_net(net, args.input)
     else:
         log.error("File already in latest proto format: %s", args.input)
     write_caffemodel(net, args.output)

@@ -54,7 +54,14 @@ def default_workers(phase: int) -> int:
 
 
 class StreamingDataLayer(Layer):
-    """Shared machinery of the layers that read a source through a prefetched item stream."""
+    """Shared machinery of the layers that read a source through a prefetched item stream.
+
+    ``param_field`` names the layer's own parameter message; its ``batch_size`` (and, where
+    the message has them, ``shuffle`` and ``rand_skip``) drive the stream.
+    """
+
+    param_field = ""
+    items: object
 
     def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: Sequence[Shape],
                  phase: int = TEST, where: Where | None = None):
@@ -67,6 +74,8 @@ class StreamingDataLayer(Layer):
         self._prefetcher: Prefetcher | None = None
         self._start = 0
         self._shapes: list[Shape] = []
+        if self._own_param().batch_size <= 0:
+            raise self.error(f"{self.param_field}.batch_size must be positive")
 
     # -- hooks for the solver / pycaffe -------------------------------------------------------
     def set_seed(self, seed: int) -> None:
@@ -87,17 +96,20 @@ class StreamingDataLayer(Layer):
         self._restart(keep_position=True)
 
     # -- subclass interface ---------------------------------------------------------------------
-    def _items(self):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _own_param(self):
+        return getattr(self.param, self.param_field)
 
-    def _batch_size(self) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _items(self):
+        return self.items
+
+    def _batch_size(self) -> int:
+        return int(self._own_param().batch_size)
 
     def _shuffle(self) -> bool:
-        return False
+        return bool(getattr(self._own_param(), "shuffle", False))
 
     def _rand_skip(self) -> int:
-        return 0
+        return int(getattr(self._own_param(), "rand_skip", 0))
 
     def _blocks(self) -> list[int] | None:
         return None
@@ -155,7 +167,7 @@ class StreamingDataLayer(Layer):
         try:
             if self._prefetcher is not None:
                 self._prefetcher.close()
-        except Exception:
+        except Exception:  # at interpreter exit (or after a failed __init__) there is nothing to stop
             pass
 
     def __getstate__(self) -> dict:
@@ -173,13 +185,13 @@ class ImageData(StreamingDataLayer):
     a batch wraps across the end of the list. Golden: tests/golden/solvers/imagedata_png.
     """
 
+    param_field = "image_data_param"
+
     def __init__(self, param, bottom_shapes, phase=TEST, where=None):
         super().__init__(param, bottom_shapes, phase, where)
         p = param.image_data_param
         if (p.new_height == 0) != (p.new_width == 0):
             raise self.error("new_height and new_width must be set together")
-        if p.batch_size <= 0:
-            raise self.error("image_data_param.batch_size must be positive")
         log.info("Opening file %s", p.source)
         entries = read_image_list(p.source, self.where)
         log.info("A total of %d images.", len(entries))
@@ -191,18 +203,6 @@ class ImageData(StreamingDataLayer):
         self._shapes = [(p.batch_size, *shape), (p.batch_size,)]
         log.info("output data size: %d,%d,%d,%d", *self._shapes[0])
 
-    def _items(self):
-        return self.items
-
-    def _batch_size(self) -> int:
-        return int(self.param.image_data_param.batch_size)
-
-    def _shuffle(self) -> bool:
-        return bool(self.param.image_data_param.shuffle)
-
-    def _rand_skip(self) -> int:
-        return int(self.param.image_data_param.rand_skip)
-
 
 @register_layer("Data", bottoms=0, tops=(1, 2), is_data=True)
 class Data(StreamingDataLayer):
@@ -212,11 +212,11 @@ class Data(StreamingDataLayer):
     their own channels unless ``force_color``/``force_gray``. Golden: tests/golden/data.
     """
 
+    param_field = "data_param"
+
     def __init__(self, param, bottom_shapes, phase=TEST, where=None):
         super().__init__(param, bottom_shapes, phase, where)
         p = param.data_param
-        if p.batch_size <= 0:
-            raise self.error("data_param.batch_size must be positive")
         self.prefetch = int(p.prefetch) if p.prefetch else 4
         backend = _BACKENDS.get(p.backend, "lmdb")
         if backend == "leveldb" and os.path.isfile(os.path.join(p.source, "data.mdb")):
@@ -237,15 +237,6 @@ class Data(StreamingDataLayer):
         self._shapes = [(p.batch_size, *shape)] + ([(p.batch_size,)] if len(param.top) > 1 else [])
         log.info("output data size: %d,%d,%d,%d", *self._shapes[0])
 
-    def _items(self):
-        return self.items
-
-    def _batch_size(self) -> int:
-        return int(self.param.data_param.batch_size)
-
-    def _rand_skip(self) -> int:
-        return int(self.param.data_param.rand_skip)
-
 
 @register_layer("HDF5Data", bottoms=0, tops=(1, None), is_data=True)
 class HDF5Data(StreamingDataLayer):
@@ -255,11 +246,11 @@ class HDF5Data(StreamingDataLayer):
     each file, every pass.
     """
 
+    param_field = "hdf5_data_param"
+
     def __init__(self, param, bottom_shapes, phase=TEST, where=None):
         super().__init__(param, bottom_shapes, phase, where)
         p = param.hdf5_data_param
-        if p.batch_size <= 0:
-            raise self.error("hdf5_data_param.batch_size must be positive")
         log.info("Loading list of HDF5 filenames from: %s", p.source)
         self.files = HDF5Files(p.source, list(param.top), self.where)
         log.info("Number of HDF5 files: %d", len(self.files.files))
@@ -267,12 +258,6 @@ class HDF5Data(StreamingDataLayer):
 
     def _items(self):
         return HDF5Items(self.files)
-
-    def _batch_size(self) -> int:
-        return int(self.param.hdf5_data_param.batch_size)
-
-    def _shuffle(self) -> bool:
-        return bool(self.param.hdf5_data_param.shuffle)
 
     def _blocks(self) -> list[int] | None:
         return list(self.files.rows)
@@ -289,11 +274,11 @@ class WindowData(StreamingDataLayer):
     mirror, mean_file/mean_value apply).
     """
 
+    param_field = "window_data_param"
+
     def __init__(self, param, bottom_shapes, phase=TEST, where=None):
         super().__init__(param, bottom_shapes, phase, where)
         p, t = param.window_data_param, param.transform_param
-        if p.batch_size <= 0:
-            raise self.error("window_data_param.batch_size must be positive")
         if t.crop_size <= 0:
             raise self.error("WindowData needs transform_param.crop_size > 0")
         if p.crop_mode not in ("warp", "square"):
@@ -309,12 +294,6 @@ class WindowData(StreamingDataLayer):
                                   float(p.scale), transformer, self.where)
         self._shapes = [(p.batch_size, channels, t.crop_size, t.crop_size), (p.batch_size,)]
         log.info("output data size: %d,%d,%d,%d", *self._shapes[0])
-
-    def _items(self):
-        return self.items
-
-    def _batch_size(self) -> int:
-        return int(self.param.window_data_param.batch_size)
 
     def make_dataset(self) -> BatchDataset:
         # Sampling is random with replacement: a shard is simply a differently seeded stream.

@@ -16,6 +16,7 @@ import torch
 
 from ..proto import caffe_pb2
 from .base import Layer, Shape, canonical_axis, register_layer
+from .neuron import caffe_sigmoid
 
 Tensor = torch.Tensor
 Norm = caffe_pb2.LossParameter
@@ -52,6 +53,13 @@ def normalizer(mode: int, outer: int, inner: int, valid: int) -> float:
     else:  # NONE
         n = 1
     return max(1.0, float(n))
+
+
+def _masked_loss(per: Tensor, valid: Tensor, mode: int, outer: int, inner: int) -> tuple[Tensor, float]:
+    """``-sum(per)`` over the items that count, divided by Caffe's normalizer; and that normalizer."""
+    n_valid = int(valid.sum()) if valid.device.type != "meta" else 0
+    norm = normalizer(mode, outer, inner, n_valid)
+    return -(per * valid.to(per.dtype)).sum() / norm, norm
 
 
 class LossLayer(Layer):
@@ -125,12 +133,9 @@ class _SoftmaxLossFn(torch.autograd.Function):
         safe = torch.where(valid, labels, torch.zeros_like(labels))
         picked = prob.gather(1, safe.unsqueeze(1)).squeeze(1)
         logs = torch.log(torch.clamp(picked, min=FLT_MIN))
-        total = -(logs * valid.to(x.dtype)).sum()
-        n_valid = int(valid.sum()) if valid.device.type != "meta" else 0
-        norm = normalizer(mode, outer, inner, n_valid)
+        loss, ctx.norm = _masked_loss(logs, valid, mode, outer, inner)
         ctx.save_for_backward(prob, safe, valid)
-        ctx.norm = norm
-        return total / norm
+        return loss
 
     @staticmethod
     def backward(ctx, dloss: Tensor):
@@ -194,13 +199,10 @@ class _InfogainFn(torch.autograd.Function):
         rows = h[safe]  # (outer, inner, C): H[label, :]
         logp = torch.log(torch.clamp(prob, min=LOG_THRESHOLD)).permute(0, 2, 1)
         per = (rows * logp).sum(dim=2)
-        total = -(per * valid.to(x.dtype)).sum()
-        n_valid = int(valid.sum()) if valid.device.type != "meta" else 0
-        norm = normalizer(mode, outer, inner, n_valid)
+        loss, ctx.norm = _masked_loss(per, valid, mode, outer, inner)
         ctx.save_for_backward(prob, safe, valid, h)
-        ctx.norm = norm
         ctx.mark_non_differentiable(prob)
-        return total / norm, prob
+        return loss, prob
 
     @staticmethod
     def backward(ctx, dloss: Tensor, _dprob: Tensor):
@@ -324,22 +326,19 @@ class MultinomialLogisticLoss(LossLayer):
 
 
 class _SigmoidCEFn(torch.autograd.Function):
+    """Sigmoid cross-entropy in Caffe's overflow-safe form; backward sigmoid(x) - target."""
+
     @staticmethod
     def forward(ctx, x: Tensor, target: Tensor, valid: Tensor, norm_args: tuple) -> Tensor:
         mode, outer, inner = norm_args
         pos = (x >= 0).to(x.dtype)
         per = x * (target - pos) - torch.log(1.0 + torch.exp(x - 2.0 * x * pos))
-        total = -(per * valid.to(x.dtype)).sum()
-        n_valid = int(valid.sum()) if valid.device.type != "meta" else 0
-        norm = normalizer(mode, outer, inner, n_valid)
+        loss, ctx.norm = _masked_loss(per, valid, mode, outer, inner)
         ctx.save_for_backward(x, target, valid)
-        ctx.norm = norm
-        return total / norm
+        return loss
 
     @staticmethod
     def backward(ctx, dloss: Tensor):
-        from .neuron import caffe_sigmoid
-
         x, target, valid = ctx.saved_tensors
         grad = (caffe_sigmoid(x) - target) * valid.to(x.dtype)
         return grad * (dloss / ctx.norm), None, None, None

@@ -9,12 +9,12 @@ choice, Sigmoid/TanH/ELU/Exp differentiate through their output), written as a
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 from ..proto import caffe_pb2
-from .base import TRAIN, Layer, register_layer
+from .base import TRAIN, Layer, Shape, register_layer
 
 Tensor = torch.Tensor
 # A backward rule: (bottom, top, top_diff) -> bottom_diff.
@@ -422,7 +422,7 @@ class PReLU(Layer):
             raise self.error(f"bottom has shape {tuple(x.shape)}; PReLU needs at least 2 axes")
         return [_PReLUFn.apply(x, self.blobs[0])]
 
-    def top_shapes(self, bottom_shapes):
+    def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
         """The top is shaped like the bottom (no meta run: the base one cannot swap blobs)."""
         return [tuple(bottom_shapes[0])]
 

@@ -96,9 +96,11 @@ class BatchNorm(Layer):
 def lrn_across_channels(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
     """x / (k + alpha/size * sum of x^2 over ``size`` neighbouring channels)^beta (zero-padded)."""
     pre = (size - 1) // 2
-    sq = F.pad(x * x, (0, 0, 0, 0, pre, pre))  # zero channels on both sides
-    sums = sq.unfold(1, size, 1).sum(dim=-1)
-    scale = k + (alpha / size) * sums
+    # window mean over channels with zero channels padded on both sides (counted): sum / size.
+    # A pooling op (not unfold) so that the net also exports to ONNX.
+    sq = F.pad(x * x, (0, 0, 0, 0, pre, pre)).unsqueeze(1)
+    means = F.avg_pool3d(sq, kernel_size=(size, 1, 1), stride=1).squeeze(1)
+    scale = k + alpha * means
     return x * scale.pow(-beta)
 
 

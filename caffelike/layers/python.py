@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..blob import Shaped
 from ..errors import LayerError, Where
 from .base import Layer as _CaffeLayer
 from .base import Shape, register_layer
@@ -61,7 +62,7 @@ def check_allowed(where: Where | None = None) -> None:
 
 
 # --- pycaffe's surface: Blob, BlobVec and the Layer base class ---------------------------------
-class Blob:
+class Blob(Shaped):
     """A pycaffe-style blob: float32 numpy ``data`` and ``diff`` that the user writes into."""
 
     def __init__(self, shape: Sequence[int] = (), data: np.ndarray | None = None):
@@ -91,18 +92,6 @@ class Blob:
     def shape(self) -> tuple[int, ...]:
         return tuple(self._data.shape)
 
-    @property
-    def count(self) -> int:
-        return int(self._data.size)
-
-    def _legacy(self, index: int) -> int:
-        return int(self._data.shape[index]) if index < self._data.ndim else 1
-
-    num = property(lambda self: self._legacy(0))
-    channels = property(lambda self: self._legacy(1))
-    height = property(lambda self: self._legacy(2))
-    width = property(lambda self: self._legacy(3))
-
     def reshape(self, *shape: int) -> None:
         """Caffe's Blob::Reshape: contents kept when the count is unchanged, else zeros."""
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -127,6 +116,7 @@ class BlobVec(list):
     """pycaffe's BlobVec: a list of blobs with ``add_blob(*shape)``."""
 
     def add_blob(self, *shape: int) -> None:
+        """Append a zero blob of ``shape`` (pycaffe's ``self.blobs.add_blob(...)`` in setup)."""
         self.append(Blob(tuple(int(d) for d in shape)))
 
 

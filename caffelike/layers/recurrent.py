@@ -187,6 +187,13 @@ class _Recurrent(Layer):
             static = torch.nn.functional.linear(bottoms[2].reshape(n, -1), self.blobs[2])
         return x_proj, cont.detach().to(x.dtype), static
 
+    @staticmethod
+    def _pre_activation(h: Tensor, w_h: Tensor, x_step: Tensor, cont_step: Tensor,
+                        static: Tensor | None) -> Tensor:
+        """W_h (cont_t * h_{t-1}) + W_x x_t + b [+ W_static x_static], as the unrolled net sums it."""
+        pre = torch.nn.functional.linear(h * cont_step.unsqueeze(1), w_h) + x_step
+        return pre if static is None else pre + static
+
     def _finish(self, outputs: list[Tensor], states: list[Tensor]) -> list[Tensor]:
         out = torch.stack(outputs, dim=0)
         if out.device.type != "meta" and not self.expose_hidden:
@@ -222,10 +229,7 @@ class LSTM(_Recurrent):
         w_h = self.blobs[-1]
         outputs: list[Tensor] = []
         for step in range(t):
-            h_conted = h * cont[step].unsqueeze(1)
-            gates = torch.nn.functional.linear(h_conted, w_h) + x_proj[step]
-            if static is not None:
-                gates = gates + static
+            gates = self._pre_activation(h, w_h, x_proj[step], cont[step], static)
             c, h = lstm_unit(c, gates, cont[step])
             outputs.append(h)
         return self._finish(outputs, [h, c])
@@ -251,10 +255,6 @@ class RNN(_Recurrent):
         w_hh, w_ho, b_o = self.blobs[-3], self.blobs[-2], self.blobs[-1]
         outputs: list[Tensor] = []
         for step in range(t):
-            h_conted = h * cont[step].unsqueeze(1)
-            pre = torch.nn.functional.linear(h_conted, w_hh) + x_proj[step]
-            if static is not None:
-                pre = pre + static
-            h = torch.tanh(pre)
+            h = torch.tanh(self._pre_activation(h, w_hh, x_proj[step], cont[step], static))
             outputs.append(torch.tanh(torch.nn.functional.linear(h, w_ho, b_o)))
         return self._finish(outputs, [h])

@@ -168,6 +168,7 @@ class _ConvBase(Layer):
         else:
             wshape = (self.num_output, self.channels // self.group) + self.geom.kernel
         self.bias_term = p.bias_term
+        self._plain_2d = n == 2 and self.geom.axis == 1 and len(self.bottom_shapes[0]) == 4
         self._filled_blob(wshape, p.weight_filler)
         if self.bias_term:
             self._filled_blob((self.num_output,), p.bias_filler)
@@ -178,6 +179,12 @@ class _ConvBase(Layer):
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         g = self.geom
+        if self._plain_2d and x.dim() == 4 and x.shape[1] == self.channels:
+            # The common case, without the generic path's reshapes; the blobs are read from the
+            # ParameterList's dict (its __getitem__ costs microseconds, per layer and iteration).
+            blobs = self.blobs._parameters
+            return self._fn(x, blobs["0"], bias=blobs["1"] if self.bias_term else None,
+                            stride=g.stride, padding=g.pad, dilation=g.dilation, groups=self.group)
         if x.dim() != len(self.bottom_shapes[0]) or x.shape[g.axis] != self.channels:
             raise self.error(f"input shape {tuple(x.shape)} does not fit the layer "
                              f"({self.channels} channels on axis {g.axis})")
@@ -311,6 +318,24 @@ def _padded_input(x: torch.Tensor, g: PoolGeometry, out: tuple[int, int], value:
     return F.pad(x, (g.pad[1], right_w, g.pad[0], right_h), value=value)
 
 
+def _torch_windows_match(g: PoolGeometry, h: int, w: int, out: tuple[int, int]) -> bool:
+    """Whether torch's ceil-mode pooling has exactly Caffe's windows (then it is used directly).
+
+    torch drops a last window starting at or past ``size + pad`` even without padding, where
+    Caffe keeps it (empty); otherwise the windows agree. torch also needs pad <= kernel/2.
+    """
+    if not g.ceil or 2 * g.pad[0] > g.kernel[0] or 2 * g.pad[1] > g.kernel[1]:
+        return False
+    for size, k, s, p, o in ((h, g.kernel[0], g.stride[0], g.pad[0], out[0]),
+                             (w, g.kernel[1], g.stride[1], g.pad[1], out[1])):
+        theirs = -(-(size + 2 * p - k) // s) + 1
+        if (theirs - 1) * s >= size + p:
+            theirs -= 1
+        if theirs != o:
+            return False
+    return True
+
+
 def max_pool(x: torch.Tensor, g: PoolGeometry, with_mask: bool = True
              ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Caffe MAX pooling of (N, C, H, W): (values, argmax as a float flat index h*W+w).
@@ -323,6 +348,9 @@ def max_pool(x: torch.Tensor, g: PoolGeometry, with_mask: bool = True
     """
     h, w = x.shape[-2:]
     out = g.out_size(h, w)
+    if not with_mask and _torch_windows_match(g, h, w, out):
+        vals = F.max_pool2d(x, kernel_size=g.kernel, stride=g.stride, padding=g.pad, ceil_mode=True)
+        return torch.where(vals > -FLT_MAX, vals, -FLT_MAX), None
     xp = _padded_input(x, g, out, float("-inf"))
     if not with_mask:
         vals = F.max_pool2d(xp, kernel_size=g.kernel, stride=g.stride)[..., : out[0], : out[1]]
@@ -356,6 +384,10 @@ def ave_pool(x: torch.Tensor, g: PoolGeometry) -> torch.Tensor:
     """
     h, w = x.shape[-2:]
     out = g.out_size(h, w)
+    if _torch_windows_match(g, h, w, out):
+        # torch's ceil-mode divisor also counts padded cells and clips at size + pad: Caffe's.
+        return F.avg_pool2d(x, kernel_size=g.kernel, stride=g.stride, padding=g.pad, ceil_mode=True,
+                            count_include_pad=True)
     xp = _padded_input(x, g, out, 0.0)
     sums = F.avg_pool2d(xp, kernel_size=g.kernel, stride=g.stride, divisor_override=1)
     sums = sums[..., : out[0], : out[1]]

@@ -1,0 +1,193 @@
+"""pycaffe's blob objects: ``Blob`` (an activation, with data and diff), ``ParamBlob`` (a view
+of a layer's parameter) and ``LayerView`` (``net.layers[i]``: type, name and parameter blobs).
+
+All give numpy arrays that write through while the net is on the CPU, and Caffe's legacy
+``num``/``channels``/``height``/``width`` accessors.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from .layers import Layer
+
+
+class Shaped:
+    """``count`` and Caffe's legacy num/channels/height/width for any blob with a ``shape``."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @property
+    def count(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def _legacy(self, index: int) -> int:
+        # Blob::LegacyShape (include/caffe/blob.hpp): axis ``index`` counted from the front,
+        # 1 for an axis the blob lacks, so an (N, K) blob has num N, channels K, height 1.
+        shape = self.shape
+        return int(shape[index]) if index < len(shape) else 1
+
+    @property
+    def num(self) -> int:
+        return self._legacy(0)
+
+    @property
+    def channels(self) -> int:
+        return self._legacy(1)
+
+    @property
+    def height(self) -> int:
+        return self._legacy(2)
+
+    @property
+    def width(self) -> int:
+        return self._legacy(3)
+
+
+class Blob(Shaped):
+    """An activation blob of a net: data and diff live in CPU tensors, allocated on first use."""
+
+    def __init__(self, shape: Sequence[int]):
+        self._shape = tuple(int(d) for d in shape)
+        self._data: torch.Tensor | None = None
+        self._diff: torch.Tensor | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    def reshape(self, *shape: int) -> None:
+        """Give the blob a new shape (contents are kept only when the count is unchanged)."""
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        new = tuple(int(d) for d in shape)
+        if new == self._shape:
+            return
+        self._shape = new
+        for attr in ("_data", "_diff"):
+            old = getattr(self, attr)
+            if old is not None and old.numel() == int(np.prod(new, dtype=np.int64)):
+                setattr(self, attr, old.reshape(new))
+            else:
+                setattr(self, attr, None)
+
+    def data_tensor(self) -> torch.Tensor:
+        """The persistent CPU tensor behind ``.data``."""
+        if self._data is None:
+            self._data = torch.zeros(self._shape, dtype=torch.float32)
+        return self._data
+
+    def diff_tensor(self) -> torch.Tensor:
+        """The persistent CPU tensor behind ``.diff``."""
+        if self._diff is None:
+            self._diff = torch.zeros(self._shape, dtype=torch.float32)
+        return self._diff
+
+    @property
+    def data(self) -> np.ndarray:
+        return self.data_tensor().numpy()
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        self.data[...] = value
+
+    @property
+    def diff(self) -> np.ndarray:
+        return self.diff_tensor().numpy()
+
+    @diff.setter
+    def diff(self, value: np.ndarray) -> None:
+        self.diff[...] = value
+
+    def store(self, attr: str, value: torch.Tensor) -> None:
+        """Copy ``value`` (any device) into the data or diff tensor, reshaping the blob if needed."""
+        if tuple(value.shape) != self._shape:
+            self.reshape(*value.shape)
+        target = self.data_tensor() if attr == "data" else self.diff_tensor()
+        with torch.no_grad():
+            target.copy_(value.detach())
+
+    def __repr__(self) -> str:
+        return f"Blob(shape={self._shape})"
+
+
+class ParamBlob(Shaped):
+    """A parameter blob: ``.data`` views the layer's Parameter, ``.diff`` its ``.grad``.
+
+    The Parameter is looked up on every access, so weight sharing (which replaces the
+    Parameter object) and ``net.to(device)`` are always reflected. Views write through only
+    while the net is on the CPU.
+    """
+
+    def __init__(self, get: Callable[[], torch.nn.Parameter]):
+        self._get = get
+
+    @property
+    def tensor(self) -> torch.nn.Parameter:
+        return self._get()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._get().shape)
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._get().detach().cpu().numpy()
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        p = self._get()
+        with torch.no_grad():
+            p.copy_(torch.as_tensor(np.asarray(value, dtype=np.float32)).reshape(p.shape))
+
+    @property
+    def diff(self) -> np.ndarray:
+        p = self._get()
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        return p.grad.detach().cpu().numpy()
+
+    @diff.setter
+    def diff(self, value: np.ndarray) -> None:
+        p = self._get()
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        with torch.no_grad():
+            p.grad.copy_(torch.as_tensor(np.asarray(value, dtype=np.float32)).reshape(p.shape))
+
+    def reshape(self, *shape: int) -> None:
+        """Reshape the parameter in place (count must stay the same)."""
+        p = self._get()
+        with torch.no_grad():
+            p.data = p.data.reshape(tuple(int(d) for d in shape))
+
+    def __repr__(self) -> str:
+        return f"ParamBlob(shape={self.shape})"
+
+
+class LayerView:
+    """pycaffe's view of a layer: ``type``, ``name`` and ``blobs`` (as :class:`ParamBlob`)."""
+
+    def __init__(self, module: Layer):
+        self.module = module
+        self.blobs = [ParamBlob(self._getter(i)) for i in range(len(module.blobs))]
+
+    def _getter(self, i: int) -> Callable[[], nn.Parameter]:
+        return lambda: self.module.blobs[i]
+
+    @property
+    def type(self) -> str:
+        return self.module.param.type
+
+    @property
+    def name(self) -> str:
+        return self.module.param.name
+
+    def __repr__(self) -> str:
+        return f"<{self.type} layer '{self.name}'>"
