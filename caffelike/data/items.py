@@ -6,7 +6,9 @@ a worker (decode, transform). Errors are one-line DataErrors naming list line or
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Iterator
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -55,12 +57,23 @@ class ImageListItems:
 
     def load(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         img = self.image(index)
-        try:
+        with self._failure_at(index):
             data = self.transformer(img, rng)
+        return data, np.asarray(self.entries[index].label, dtype=np.float32)
+
+    def output_shape(self, index: int = 0) -> tuple[int, int, int]:
+        """Caffe's InferBlobShape from item ``index``: a too-small image fails here, at set-up."""
+        img = self.image(index)
+        with self._failure_at(index):
+            return self.transformer.output_shape(*img.shape)
+
+    @contextlib.contextmanager
+    def _failure_at(self, index: int) -> Iterator[None]:
+        try:
+            yield
         except TransformFailure as exc:
             raise DataError(f"image '{self.root + self.entries[index].path}': {exc}",
                             self._where(index)) from None
-        return data, np.asarray(self.entries[index].label, dtype=np.float32)
 
 
 class DatumItems:
@@ -100,14 +113,25 @@ class DatumItems:
 
     def load(self, record: tuple[bytes, bytes], rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         datum, img = self.datum(record)
-        try:
+        with self._failure_at(record):
             data = self.transformer(img, rng)
-        except TransformFailure as exc:
-            raise DataError(f"key '{record[0].decode(errors='replace')}': {exc}",
-                            source_where(self.where, self.db.path)) from None
         if not self.with_label:
             return (data,)
         return data, np.asarray(datum.label, dtype=np.float32)
+
+    def output_shape(self, record: tuple[bytes, bytes]) -> tuple[int, int, int]:
+        """Caffe's InferBlobShape from ``record``: a too-small image fails here, at set-up."""
+        _, img = self.datum(record)
+        with self._failure_at(record):
+            return self.transformer.output_shape(*img.shape)
+
+    @contextlib.contextmanager
+    def _failure_at(self, record: tuple[bytes, bytes]) -> Iterator[None]:
+        try:
+            yield
+        except TransformFailure as exc:
+            raise DataError(f"key '{record[0].decode(errors='replace')}': {exc}",
+                            source_where(self.where, self.db.path)) from None
 
 
 class HDF5Items:

@@ -259,6 +259,8 @@ class DataTransformer:
         """Caffe's InferBlobShape: ``(C, crop, crop)`` with a crop, else the image size
         (after the TEST-phase resize when the book's resize is on)."""
         if self.crop:
+            if not self.resizes and (height < self.crop or width < self.crop):
+                raise TransformFailure(f"image of {height}x{width} is smaller than crop_size {self.crop}")
             return channels, self.crop, self.crop
         if self.resizes:
             draw = Draw(side=self.test_side(), deformed=self.deformed and self.deformed_th <= 0)

@@ -198,8 +198,7 @@ class ImageData(StreamingDataLayer):
         transformer = DataTransformer(param.transform_param, phase, self.where)
         self.items = ImageListItems(entries, p.source, p.root_folder, p.new_height,
                                     p.new_width, p.is_color, transformer, self.where)
-        first = self.items.image(0)
-        shape = transformer.output_shape(*first.shape)
+        shape = self.items.output_shape(0)
         self._shapes = [(p.batch_size, *shape), (p.batch_size,)]
         log.info("output data size: %d,%d,%d,%d", *self._shapes[0])
 
@@ -232,8 +231,7 @@ class Data(StreamingDataLayer):
                 raise self.error("cannot set both force_encoded_color and force_gray")
             transformer.force_color = True
         self.items = DatumItems(db, transformer, len(param.top) > 1, self.where)
-        _, img = self.items.datum(db.get(0))
-        shape = transformer.output_shape(*img.shape)
+        shape = self.items.output_shape(db.get(0))
         self._shapes = [(p.batch_size, *shape)] + ([(p.batch_size,)] if len(param.top) > 1 else [])
         log.info("output data size: %d,%d,%d,%d", *self._shapes[0])
 

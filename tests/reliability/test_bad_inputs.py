@@ -162,10 +162,7 @@ ROWS = [
         file="nolist.txt", layer=("data", "ImageData"), phrase=("nolist.txt",)),
     # data_transformer.cpp InferBlobShape: CHECK_GE(img_height, crop_size) at layer set-up
     Row("crop_size_larger_than_image", "image", _net_edit("scale: 0.00390625", "scale: 0.00390625 crop_size: 500"),
-        layer=("data", "ImageData"), phrase=("crop_size",),
-        xfail="caffelike/data/transformer.py DataTransformer.output_shape: when no resize is active, raise "
-              "self._error('crop_size C is larger than the first image HxW') as Caffe's InferBlobShape "
-              "CHECK_GE does at set-up; today the net builds a (N,3,500,500) top and fails later in ip1"),
+        layer=("data", "ImageData"), phrase=("crop_size",)),
     Row("min_side_min_below_crop_size", "image",
         _net_edit("scale: 0.00390625", "scale: 0.00390625 crop_size: 8 min_side_min: 4 min_side_max: 10"),
         file=NET, line=_layer_at("data"), layer=("data", "ImageData"), phrase=("min_side_min", "crop_size")),

@@ -257,17 +257,15 @@ def test_log_line_with_an_absurd_timestamp_is_not_a_crash():
 
 def test_fuzz_lmdb_datum_record():
     """A mutated Datum value of real Caffe's LMDB (golden/data) loads, or is a DataError."""
-    import lmdb
-
     from caffelike.data.items import DatumItems
     from caffelike.data.transformer import DataTransformer
     from caffelike.errors import Where
     from caffelike.proto import caffe_pb2
 
-    env = lmdb.open(str(GOLDEN / "data" / "caffe_train200_lmdb"), readonly=True, lock=False, subdir=True)
-    with env.begin() as txn:
-        key, value = next(iter(txn.cursor()))
-    env.close()
+    from caffelike.data.sources import KeyValueDB
+
+    # Through caffelike's own LMDB cache: py-lmdb refuses a second open of one env per process.
+    key, value = KeyValueDB(str(GOLDEN / "data" / "caffe_train200_lmdb")).get(0)
 
     class _DB:
         path = "train_lmdb"
