@@ -140,6 +140,6 @@ def make_step(name: str, data: torch.Tensor, label: torch.Tensor):
         loss = F.cross_entropy(model(data), target)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach().item())
 
     return step

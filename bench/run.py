@@ -76,21 +76,29 @@ def train_data(name: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def bench_train(quick: bool) -> list[dict]:
+    """Solver.step(1) vs the hand-written step; nets with BatchNorm+Scale also with the fusion."""
+    from caffelike.optimize import fuse_batchnorm_scale
+
     rows = []
     names = ["simpleconv3", "lenet", "cifar10_quick"] + ([] if quick else ["resnet18"])
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             data, label = train_data(name)
-            solver = make_solver(name, pathlib.Path(tmp))
-            solver.net.blobs["data"].data[...] = data.numpy()
-            solver.net.blobs["label"].data[...] = label.numpy()
             hand = baselines.make_step(name, data, label)
             repeat = 1 if name == "resnet18" else (3 if quick else 5)
             rounds = 3 if quick else 7
-            t_ours, t_hand = alternate(lambda: solver.step(1), hand, rounds, repeat)
-            rows.append({"bench": "train", "case": name, "ours_s": t_ours, "base_s": t_hand,
-                         "ratio": t_hand / t_ours, "target": ">= 0.97 (speed vs hand-written)",
-                         "ok": t_hand / t_ours >= 0.97})
+            for fused in (False, True):
+                solver = make_solver(name, pathlib.Path(tmp))
+                solver.net.blobs["data"].data[...] = data.numpy()
+                solver.net.blobs["label"].data[...] = label.numpy()
+                if fused and not fuse_batchnorm_scale(solver.net):
+                    break  # nothing to fuse: the plain row says it all
+                t_ours, t_hand = alternate(lambda: solver.step(1), hand, rounds, repeat)
+                ratio = t_hand / t_ours
+                rows.append({"bench": "train", "case": name + (" +fuse_bn_scale" if fused else ""),
+                             "ours_s": t_ours, "base_s": t_hand, "ratio": ratio,
+                             "target": ">= 0.97 (speed vs hand-written)", "ok": ratio >= 0.97})
+                print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     return rows
 
 
@@ -111,12 +119,16 @@ def random_weights(net) -> None:
 
 
 def bench_deploy(quick: bool) -> list[dict]:
+    """Net.forward latency vs OpenCV dnn on the same prototxt and weights, plain and optimized."""
     import cv2
 
     import caffelike
+    from caffelike.accel import OnnxRuntimeEngine
+    from caffelike.optimize import optimize_net
 
     if not hasattr(cv2, "dnn") or not hasattr(cv2.dnn, "readNetFromCaffe"):
         return [{"bench": "deploy", "case": "all", "note": f"OpenCV {cv2.__version__} has no Caffe importer"}]
+    cv2.setNumThreads(torch.get_num_threads())  # same thread count on both sides
     rows = []
     batches = (1,) if quick else (1, 16)
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,32 +139,43 @@ def bench_deploy(quick: bool) -> list[dict]:
             random_weights(net)
             weights = os.path.join(tmp, f"{name}.caffemodel")
             net.save(weights)
-            fast = caffelike.Net(str(proto), weights, caffelike.TEST, optimize=True)
+            fast = caffelike.Net(str(proto), weights, caffelike.TEST)
+            optimize_net(fast)
             cv_net = cv2.dnn.readNetFromCaffe(str(proto), weights)
             cv_net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
             in_name = net.inputs[0]
             _, c, h, w = net.blobs[in_name].data.shape
             for batch in batches:
                 x = np.random.default_rng(1).standard_normal((batch, c, h, w)).astype(np.float32)
-                for variant, model in (("eager", net), ("optimize", fast)):
+                for model in (net, fast):
                     model.blobs[in_name].reshape(batch, c, h, w)
                     model.reshape()
+                try:
+                    engine = OnnxRuntimeEngine(fast, threads=torch.get_num_threads())
+                except Exception as exc:  # an op without an ONNX export: say so, keep benchmarking
+                    engine = None
+                    rows.append({"bench": "deploy", "case": f"{name} b{batch} onnxruntime",
+                                 "note": f"export failed: {type(exc).__name__}"})
 
-                    def ours(model=model):
-                        model.forward(**{in_name: x})
+                def theirs():
+                    cv_net.setInput(x)
+                    cv_net.forward()
 
-                    def theirs():
-                        cv_net.setInput(x)
-                        cv_net.forward()
-
+                variants = (("eager", lambda: net.forward(**{in_name: x})),
+                            ("optimize", lambda: fast.forward(**{in_name: x})),
+                            ("onnxruntime", lambda: engine.run(**{in_name: x})))
+                for variant, ours in variants:
+                    if variant == "onnxruntime" and engine is None:
+                        continue
                     rounds = 3 if quick else 5
                     t_ours, t_cv = alternate(ours, theirs, rounds, 1 if batch > 1 else 3, warmup=1)
                     ratio = t_ours / t_cv
-                    target = 1 / 1.5 if (name == "resnet50" and variant == "optimize") else 1.0
+                    target = 1 / 1.5 if (name == "resnet50" and variant != "eager") else 1.0
                     rows.append({"bench": "deploy", "case": f"{name} b{batch} {variant}",
                                  "ours_s": t_ours, "base_s": t_cv, "ratio": ratio,
                                  "target": f"<= {target:.2f} (latency vs OpenCV dnn)",
                                  "ok": ratio <= target})
+                    print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     return rows
 
 
@@ -171,9 +194,14 @@ def bench_memory(quick: bool) -> list[dict]:
 
 
 def child_memory(name: str, which: str) -> None:
+    """Peak RSS of 5 training iterations; both sides import the same modules first."""
     import resource
 
+    import caffelike  # noqa: F401  (so both children pay the same imports)
+    from caffelike.optimize import fuse_batchnorm_scale  # noqa: F401
+
     data, label = train_data(name)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     if which == "hand":
         step = baselines.make_step(name, data, label)
     else:
@@ -186,7 +214,8 @@ def child_memory(name: str, which: str) -> None:
             solver.step(1)
     for _ in range(5):
         step()
-    print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps({"peak_mb": peak, "after_imports_mb": base}))
 
 
 def bench_data(quick: bool) -> list[dict]:
@@ -198,6 +227,21 @@ def bench_data(quick: bool) -> list[dict]:
     if out.returncode != 0:
         return [{"bench": "data", "case": "ImageData", "note": out.stderr.strip().splitlines()[-1:]}]
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_layers(quick: bool) -> list[dict]:
+    """Per-layer overhead: Solver.step on deep thin nets of growing depth vs the same net by hand."""
+    import profile_step
+
+    depths = (10, 50) if quick else (10, 50, 200)
+    rows = []
+    for depth, a, b in profile_step.depth_times(list(depths), 5 if quick else 9):
+        layers = 2 * depth + 3
+        rows.append({"bench": "layers", "case": f"deep thin {depth} conv+ReLU ({layers} layers)",
+                     "ours_s": a, "base_s": b, "ratio": b / a,
+                     "target": f"overhead {(a - b) * 1e6 / layers:+.1f} us/layer (small constant)",
+                     "ok": (a - b) * 1e6 / layers < 100})
+    return rows
 
 
 def format_table(rows: list[dict]) -> str:
@@ -217,7 +261,7 @@ def format_table(rows: list[dict]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer nets and rounds")
-    parser.add_argument("--only", default="train,deploy,data,memory")
+    parser.add_argument("--only", default="train,layers,deploy,data,memory")
     parser.add_argument("--markdown", help="also write the table to this file")
     parser.add_argument("--child-memory", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -227,11 +271,15 @@ def main() -> int:
     import caffelike.log
 
     caffelike.log.get_logger().setLevel("WARNING")
-    benches = {"train": bench_train, "deploy": bench_deploy, "data": bench_data, "memory": bench_memory}
+    benches = {"train": bench_train, "deploy": bench_deploy, "data": bench_data, "memory": bench_memory,
+               "layers": bench_layers}
     rows: list[dict] = []
     for key in args.only.split(","):
         print(f"== {key}", file=sys.stderr, flush=True)
-        rows += benches[key](args.quick)
+        try:
+            rows += benches[key](args.quick)
+        except Exception as exc:  # one broken bench must not lose the others' rows
+            rows.append({"bench": key, "case": "all", "note": f"failed: {type(exc).__name__}: {exc}"[:200]})
     table = format_table(rows)
     header = (f"machine: {os.cpu_count()} cores, torch {torch.__version__} "
               f"({torch.get_num_threads()} threads), python {sys.version.split()[0]}")

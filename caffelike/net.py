@@ -130,14 +130,17 @@ class Net(nn.Module):
     ``fill=False`` skips the parameter fillers and leaves the blobs uninitialised, for nets
     built only for their shapes or whose weights are all set afterwards (with ``weights``,
     the layers the file covers are never filled anyway). ``source_map`` (``caffelike.io.SourceMap``)
-    gives file:line to errors of a net passed as a ``NetParameter``.
+    gives file:line to errors of a net passed as a ``NetParameter``. ``optimize=True`` (deploy
+    use) folds BatchNorm/Scale into convolutions and fuses ReLU (:mod:`caffelike.optimize`);
+    the folded chains' intermediate blobs then hold the chain's output.
     """
 
     def __init__(self, network: str | os.PathLike | caffe_pb2.NetParameter,
                  phase_or_weights: int | str | os.PathLike | None = None, phase: int | None = None, *,
                  level: int | None = None, stages: Sequence[str] | None = None, weights: str | None = None,
-                 allow_unknown_fields: bool = False, allow_python_layers: bool = True,
-                 device: str | torch.device | None = None, fill: bool = True, source_map: Any = None):
+                 allow_unknown_fields: bool | None = None, allow_python_layers: bool = True,
+                 device: str | torch.device | None = None, fill: bool = True, source_map: Any = None,
+                 optimize: bool = False):
         super().__init__()
         # An empty buffer that follows net.to(device): where stored blobs and a zero loss go.
         self.register_buffer("_device_probe", torch.zeros(0), persistent=False)
@@ -207,10 +210,14 @@ class Net(nn.Module):
             copy_trained_layers(self, source if source is not None else weights, os.fspath(weights))
         if device is not None:
             self.to(device)
+        if optimize:  # deploy opt-in: see caffelike.optimize for what pycaffe readers then see
+            from .optimize import optimize_net
+
+            optimize_net(self)
 
     # -- building ----------------------------------------------------------------------------
     @staticmethod
-    def _read(network: Any, allow_unknown_fields: bool) -> tuple[caffe_pb2.NetParameter, Any, str | None]:
+    def _read(network: Any, allow_unknown_fields: bool | None) -> tuple[caffe_pb2.NetParameter, Any, str | None]:
         if isinstance(network, caffe_pb2.NetParameter):
             copy = caffe_pb2.NetParameter()
             copy.CopyFrom(network)

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from ..errors import DataError, Where
+from .paths import escapes_root, paths_are_strict
 from .sources import source_where
 
 
@@ -90,7 +91,10 @@ def read_window_file(source: str, root_folder: str, fg_threshold: float, bg_thre
         if len(parts) != 2 or parts[0] != "#" or not parts[1].lstrip("-").isdigit():
             raise error(f"expected '# <image index>', got '{text}'", line)
         image = len(out.images)
-        _, path = take("an image path")
+        path_line, path = take("an image path")
+        if paths_are_strict() and escapes_root(root_folder, path):
+            raise error(f"image '{path}' escapes root_folder '{root_folder or '.'}' "
+                        "(refused under --strict-paths)", path_line)
         out.images.append(root_folder + path)
         _, (channels,) = ints("the channel count", 1)
         ints("the image height", 1)

@@ -15,13 +15,15 @@ way. Around it this module adds:
 from __future__ import annotations
 
 import bisect
+import contextlib
+import contextvars
 import io
 import math
 import os
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 from google.protobuf import text_format
 from google.protobuf.descriptor import FieldDescriptor
@@ -39,6 +41,24 @@ M = TypeVar("M", bound=Message)
 
 SKIP_HINT = ("use --allow-unknown-fields / allow_unknown_fields=True "
              "to skip fields from Caffe forks")
+
+_ALLOW_UNKNOWN: contextvars.ContextVar[bool] = contextvars.ContextVar("allow_unknown_fields",
+                                                                    default=False)
+
+
+@contextlib.contextmanager
+def unknown_fields_allowed(enabled: bool = True) -> Iterator[None]:
+    """Within this block, prototxt reads that do not say otherwise skip unknown fields.
+
+    The CLI's ``--allow-unknown-fields`` wraps a whole command in it, so the solver file and
+    every net it names are read the same way.
+    """
+    token = _ALLOW_UNKNOWN.set(enabled)
+    try:
+        yield
+    finally:
+        _ALLOW_UNKNOWN.reset(token)
+
 
 # -- the pre-scan ------------------------------------------------------------------------
 _TOKEN = re.compile(r"""
@@ -298,15 +318,18 @@ def _instance(message: Message | type[M]) -> Message:
 
 
 def parse_text_proto(text: str, message: M | type[M], filename: str = "<string>",
-                     allow_unknown_fields: bool = False) -> M:
+                     allow_unknown_fields: bool | None = None) -> M:
     """Parse prototxt ``text`` into ``message`` (an instance, or a class to instantiate).
 
     Syntax errors and unknown fields raise :class:`PrototxtError` with ``file:line:col``.
     With ``allow_unknown_fields`` unknown fields are skipped, with one warning per distinct
-    field (naming where it first occurs and how often).
+    field (naming where it first occurs and how often); ``None`` takes the setting of the
+    enclosing :func:`unknown_fields_allowed` block (off outside one).
     """
     target = _instance(message)
     what = target.DESCRIPTOR.name
+    if allow_unknown_fields is None:
+        allow_unknown_fields = _ALLOW_UNKNOWN.get()
     try:
         if allow_unknown_fields:
             _parse_skipping(text, target, filename)
@@ -352,7 +375,7 @@ def read_text_file(path: str | os.PathLike, what: str) -> str:
 
 
 def read_text_proto(path: str | os.PathLike, message_cls: type[M],
-                    allow_unknown_fields: bool = False) -> M:
+                    allow_unknown_fields: bool | None = None) -> M:
     """Read a prototxt file into a new ``message_cls`` (see :func:`parse_text_proto`)."""
     text = read_text_file(path, message_cls.DESCRIPTOR.name)
     return parse_text_proto(text, message_cls, os.fspath(path), allow_unknown_fields)
@@ -402,7 +425,7 @@ def write_text_proto(message: Message, path: str | os.PathLike) -> None:
 
 
 # -- nets and solvers --------------------------------------------------------------------
-def parse_net(text: str, filename: str = "<string>", allow_unknown_fields: bool = False
+def parse_net(text: str, filename: str = "<string>", allow_unknown_fields: bool | None = None
               ) -> tuple[caffe_pb2.NetParameter, SourceMap]:
     """Parse a net prototxt and upgrade it as Caffe's UpgradeNetAsNeeded does."""
     from .upgrade import upgrade_net
@@ -436,14 +459,14 @@ def _refuse_other_kind(text: str, filename: str, expected: type[Message],
                             f"{other.DESCRIPTOR.name}", Where(file=filename))
 
 
-def read_net(path: str | os.PathLike, allow_unknown_fields: bool = False
+def read_net(path: str | os.PathLike, allow_unknown_fields: bool | None = None
              ) -> tuple[caffe_pb2.NetParameter, SourceMap]:
     """Read and upgrade a net prototxt; returns the NetParameter and its source map."""
     text = read_text_file(path, "NetParameter")
     return parse_net(text, os.fspath(path), allow_unknown_fields)
 
 
-def parse_solver(text: str, filename: str = "<string>", allow_unknown_fields: bool = False
+def parse_solver(text: str, filename: str = "<string>", allow_unknown_fields: bool | None = None
                  ) -> caffe_pb2.SolverParameter:
     """Parse a solver prototxt and upgrade the legacy ``solver_type`` enum to ``type``."""
     from .upgrade import upgrade_solver
@@ -457,7 +480,7 @@ def parse_solver(text: str, filename: str = "<string>", allow_unknown_fields: bo
     return solver
 
 
-def read_solver(path: str | os.PathLike, allow_unknown_fields: bool = False,
+def read_solver(path: str | os.PathLike, allow_unknown_fields: bool | None = None,
                 snapshot_prefix: bool = True) -> caffe_pb2.SolverParameter:
     """Read a solver prototxt as Caffe's ReadSolverParamsFromTextFileOrDie does.
 

@@ -7,7 +7,8 @@ all say GPU. ``-gpu 0,1`` / ``-gpu all`` train data-parallel (see :mod:`.distrib
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 from ..cli import FlagParser
 from ..errors import DeviceError, SolverError
@@ -28,14 +29,47 @@ def _parser(prog: str, description: str) -> FlagParser:
                         "(default $GLOG_log_dir)")
     parser.add_argument("-no-python-layers", "--no-python-layers", dest="no_python_layers",
                         action="store_true", help="refuse nets with Python layers (untrusted files)")
+    parser.add_argument("-strict-paths", "--strict-paths", dest="strict_paths", action="store_true",
+                        help="refuse list/window file entries that resolve outside root_folder")
+    parser.add_argument("-allow-unknown-fields", "--allow-unknown-fields", "--allow_unknown_fields",
+                        dest="allow_unknown_fields", action="store_true",
+                        help="skip (with a warning) prototxt fields of Caffe forks")
     return parser
 
 
-def _python_layers(args):
-    """The context in which the command builds its nets (Python layers on or off)."""
+def _accel_flags(parser: FlagParser, optimize: bool = False) -> None:
+    """The speed switches beyond Caffe: -amp, -compile (and -optimize for deploy commands)."""
+    parser.add_argument("--amp", default="", help="mixed precision: bf16 or fp16 (fp16 with loss "
+                        "scaling; meant for CUDA)")
+    parser.add_argument("--compile", action="store_true", help="run the nets through torch.compile")
+    if optimize:
+        parser.add_argument("--optimize", action="store_true", help="fold BatchNorm/Scale into "
+                            "convolutions and fuse ReLU (deploy use; intermediate blobs change)")
+
+
+@contextlib.contextmanager
+def _python_layers(args) -> Iterator[None]:
+    """The context in which a command reads and builds its nets (Python layers, strict paths,
+    unknown fields), so that the solver file and every net it names follow the same flags."""
+    from ..data.paths import strict_paths
+    from ..io.prototxt import unknown_fields_allowed
     from ..layers.python import python_layers
 
-    return python_layers(not args.no_python_layers)
+    with python_layers(not args.no_python_layers), strict_paths(args.strict_paths), \
+            unknown_fields_allowed(args.allow_unknown_fields):
+        yield
+
+
+def _accelerate(net, args, device) -> None:
+    """Apply -optimize / -compile to a net built by test or time."""
+    from .. import accel
+    from ..optimize import optimize_net
+
+    accel.amp_dtype(args.amp)  # an unknown name is a user error before any work
+    if getattr(args, "optimize", False):
+        optimize_net(net, channels_last=device.type == "cpu" or bool(args.amp))
+    if args.compile:
+        accel.compile_net(net, install=True)
 
 
 def _stages(flag: str) -> list[str]:
@@ -110,6 +144,7 @@ def train(argv: list[str]) -> int:
     parser.add_argument("-no-nan-guard", "--no-nan-guard", dest="no_nan_guard", action="store_true",
                         help="carry on through NaN/Inf losses as Caffe does (default: stop and "
                         "name the layer)")
+    _accel_flags(parser)
     args = parser.parse_args(argv)
     with _python_layers(args):
         return _train(args, argv)
@@ -157,7 +192,8 @@ def _train(args, argv: list[str]) -> int:
     try:
         with SignalHandler(args.sigint_effect, args.sighup_effect) as handler:
             solver = get_solver(param, device=device, action=handler.action, solver_file=args.solver,
-                                nan_guard=not args.no_nan_guard, rank=rank.rank if rank else 0,
+                                nan_guard=not args.no_nan_guard, amp=args.amp or None,
+                                compile=args.compile, rank=rank.rank if rank else 0,
                                 world_size=rank.world_size if rank else 1)
             if rank is not None:
                 solver.add_callback(distributed.GradientAverager(solver))
@@ -183,6 +219,7 @@ def test(argv: list[str]) -> int:
     parser.add_argument("--model", default="", help="the net prototxt")
     parser.add_argument("--weights", default="", help="trained .caffemodel(s), separated by ','")
     parser.add_argument("--iterations", type=int, default=50, help="number of batches")
+    _accel_flags(parser, optimize=True)
     args = parser.parse_args(argv)
     with _python_layers(args):
         return _test(args)
@@ -196,6 +233,7 @@ def _test(args) -> int:
         raise SolverError("need model weights to score: give -weights net.caffemodel")
     import torch
 
+    from .. import accel
     from ..net import Net
     from .scoring import OutputSums
 
@@ -208,12 +246,13 @@ def _test(args) -> int:
     net = Net(args.model, 1, level=args.level, stages=_stages(args.stage), device=_device(gpus))
     for name in args.weights.split(","):
         net.copy_trained_layers_from(name.strip())
+    _accelerate(net, args, _device(gpus))
     log.info("Running for %d iterations.", args.iterations)
     sums = OutputSums()
     for i in range(args.iterations):
-        with torch.no_grad():
+        with accel.inference(net, args.amp or None):
             blobs = net.run()
-            batch = sums.add(net, blobs, net.objective(blobs).item())
+            batch = sums.add(net, blobs, net.objective(blobs).float().item())
         for name, value in batch:
             log.info(messages.batch_output(i, name, value))
     log.info(messages.plain_loss(sums.mean_loss()))
@@ -229,6 +268,7 @@ def time(argv: list[str]) -> int:
     parser.add_argument("--model", default="", help="the net prototxt")
     parser.add_argument("--iterations", type=int, default=50, help="number of iterations")
     parser.add_argument("--phase", default="", help="TRAIN (default) or TEST")
+    _accel_flags(parser, optimize=True)
     args = parser.parse_args(argv)
     with _python_layers(args):
         return _time(args)
@@ -250,7 +290,8 @@ def _time(args) -> int:
         log.info(messages.use_cpu())
     phase = 1 if args.phase == "TEST" else 0
     net = Net(args.model, phase, level=args.level, stages=_stages(args.stage), device=_device(gpus))
-    benchmark(net, args.iterations, _device(gpus))
+    _accelerate(net, args, _device(gpus))
+    benchmark(net, args.iterations, _device(gpus), amp=args.amp or None)
     return 0
 
 

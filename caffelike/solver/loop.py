@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from google.protobuf import text_format
 
-from .. import guard
+from .. import accel, guard
+from ..accel import autocast
 from ..errors import SolverError, WeightsError, Where
 from ..log import get_logger
 from ..proto import caffe_pb2
@@ -55,7 +56,7 @@ class Solver:
     def __init__(self, param: caffe_pb2.SolverParameter | str | os.PathLike, *,
                  device: torch.device | str | None = None, rank: int = 0, world_size: int = 1,
                  action: ActionFn | None = None, solver_file: str | None = None,
-                 nan_guard: bool = True):
+                 nan_guard: bool = True, amp: str | None = None, compile: bool = False):
         if isinstance(param, (str, os.PathLike)):
             solver_file = os.fspath(param)
             param = read_solver_file(solver_file)
@@ -106,6 +107,7 @@ class Solver:
         self._debug = DebugInfo(self.net) if param.debug_info and self.root else None
         for net in self.test_nets if param.debug_info and self.root else []:
             DebugInfo(net).enabled = True  # Caffe's test nets log on every pass
+        self._setup_accel(amp, compile)
         if self.root:
             log.info(messages.scaffolding_done())
         self.iter = 0
@@ -190,11 +192,25 @@ class Solver:
         for info in self._params:
             info.tensor.grad = None
 
+    def _setup_accel(self, amp: str | None, compile: bool) -> None:
+        """``-amp`` (autocast, fp16 loss scaling on CUDA), channels_last, ``-compile``."""
+        self.amp = amp if accel.amp_dtype(amp) is not None else None
+        self._scaler = accel.make_loss_scaler(self.device, self.amp)
+        if self.device.type == "cuda":
+            accel.configure_backends()
+        for net in [self.net] + self.test_nets:
+            if accel.channels_last_auto(net, self.device, self.amp):
+                accel.use_channels_last(net)
+            if compile:
+                accel.compile_net(net, install=True)
+
     def _forward_backward(self) -> tuple[float, dict]:
-        blobs = self.net.run()
-        objective = self.net.objective(blobs)
+        with autocast(self.device, self.amp):
+            blobs = self.net.run()
+            objective = self.net.objective(blobs)
+        objective = objective.float()
         if objective.requires_grad:
-            objective.backward()
+            self._scaler.scaled(objective).backward()
         for name in self.net.output_names:  # pycaffe scripts read solver.net.blobs['loss'].data
             self.net.blobs[name].store("data", blobs[name])
         if self._debug is not None:
@@ -243,7 +259,12 @@ class Solver:
                 self._log_outputs(self.net, blobs, messages.train_output)
             for cb in self.callbacks:
                 cb.on_gradients_ready()
-            self.apply_update()
+            if self._scaler.enabled and not self._scaler.unscale([i.tensor for i in self._params]):
+                log.info("fp16 gradients overflowed; skipping the update of iteration %d "
+                         "(loss scale now %g)", self.iter, self._scaler.scale)
+                self.iter += 1
+            else:
+                self.apply_update()
             request = self._requested_action()
             if self.world_size > 1:
                 request = self._synced(request)
@@ -257,7 +278,7 @@ class Solver:
         weights = net.loss_weights
         index = 0
         for name in net.output_names:
-            values = blobs[name].detach().reshape(-1).cpu().numpy()
+            values = blobs[name].detach().float().reshape(-1).cpu().numpy()
             for v in values:
                 log.info(fmt(index, name, float(v), weights.get(name, 0.0)))
                 index += 1
@@ -349,9 +370,9 @@ class Solver:
                 request = self._requested_action()
             if self.requested_early_exit:
                 break
-            with torch.no_grad():
+            with torch.no_grad(), autocast(self.device, self.amp):
                 blobs = net.run()
-                iter_loss = net.objective(blobs).item() if p.test_compute_loss else 0.0
+                iter_loss = net.objective(blobs).float().item() if p.test_compute_loss else 0.0
             sums.add(net, blobs, iter_loss)
         if self.requested_early_exit:
             log.info(messages.test_interrupted())

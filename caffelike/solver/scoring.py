@@ -28,7 +28,7 @@ class OutputSums:
         weights = net.loss_weights
         batch: list[tuple[str, float]] = []
         for name in net.output_names:
-            for v in blobs[name].detach().reshape(-1).cpu().numpy().astype(np.float32):
+            for v in blobs[name].detach().float().reshape(-1).cpu().numpy():
                 batch.append((name, v))
         if self.batches == 0:
             self.names = [(name, weights.get(name, 0.0)) for name, _ in batch]

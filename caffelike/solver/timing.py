@@ -22,8 +22,10 @@ def _mark(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def benchmark(net, iterations: int, device: torch.device) -> None:
-    """Run Caffe's ``time`` benchmark on ``net`` and log its lines."""
+def benchmark(net, iterations: int, device: torch.device, amp: str | None = None) -> None:
+    """Run Caffe's ``time`` benchmark on ``net`` and log its lines (forwards under ``-amp``)."""
+    from ..accel import autocast
+
     names = [lay.name for lay in net.plan.layers]
     modules = list(net.layer_modules)
     n = len(modules)
@@ -48,8 +50,9 @@ def benchmark(net, iterations: int, device: torch.device) -> None:
         return hook
 
     log.info("Performing Forward")
-    blobs = net.run()
-    loss = net.objective(blobs)
+    with autocast(device, amp):
+        blobs = net.run()
+        loss = net.objective(blobs).float()
     log.info("Initial loss: %g", float(loss.item()))
     log.info("Performing Backward")
     if loss.requires_grad:
@@ -65,8 +68,9 @@ def benchmark(net, iterations: int, device: torch.device) -> None:
     try:
         for j in range(iterations):
             it_start = _mark(device)
-            blobs = net.run()
-            loss = net.objective(blobs)
+            with autocast(device, amp):
+                blobs = net.run()
+                loss = net.objective(blobs).float()
             forward_time += _mark(device) - it_start
             events.clear()
             b_start = _mark(device)

@@ -19,6 +19,7 @@ from ..errors import CaffelikeError, DataError
 from ..log import get_logger
 
 INTERPOLATIONS = ("nearest", "linear", "cubic", "area", "none")
+ENGINES = ("torch", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -92,16 +93,35 @@ def format_confusion(cm: np.ndarray, names: Sequence[str] | None = None) -> str:
 
 
 def predict(net, paths: Sequence[str], prep: Preprocess, output: str | None = None,
-            batch_size: int = 64) -> np.ndarray:
-    """Class scores (N x classes) of image files through a pycaffe-style Net."""
+            batch_size: int = 64, engine: str = "torch") -> np.ndarray:
+    """Class scores (N x classes) of image files through a pycaffe-style Net.
+
+    ``engine="onnxruntime"`` exports the net once per batch shape and runs ONNX Runtime
+    (outputs equal the torch path within float tolerance; only the net's outputs can be read).
+    """
     in_ = net.inputs[0]
     out_name = output or net.outputs[-1]
     if out_name not in net.blobs:
         raise CaffelikeError(f"output blob '{out_name}' is not in the net; blobs: {', '.join(net.blobs)}")
+    if engine not in ENGINES:
+        raise CaffelikeError(f"unknown -engine '{engine}'; known: {', '.join(ENGINES)}")
+    if engine == "onnxruntime" and out_name not in net.outputs:
+        raise CaffelikeError(f"-engine onnxruntime reads only the net's outputs ({', '.join(net.outputs)}), "
+                             f"not '{out_name}'")
+    sessions: dict[tuple[int, ...], object] = {}
     scores = []
     for start in range(0, len(paths), batch_size):
         batch = np.stack([prep.load(p) for p in paths[start:start + batch_size]])
-        out = net.forward_all(blobs=[out_name], **{in_: batch})
+        if engine == "onnxruntime":
+            if batch.shape not in sessions:
+                from ..accel import OnnxRuntimeEngine
+
+                net.blobs[in_].reshape(*batch.shape)
+                net.reshape()
+                sessions[batch.shape] = OnnxRuntimeEngine(net)
+            out = sessions[batch.shape].run(**{in_: batch})
+        else:
+            out = net.forward_all(blobs=[out_name], **{in_: batch})
         scores.append(np.asarray(out[out_name]).reshape(len(batch), -1))
     return np.concatenate(scores) if scores else np.zeros((0, 0), np.float32)
 
@@ -146,6 +166,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--gpu", default=None, help="GPU id (as caffe's -gpu)")
     p.add_argument("--quiet", action="store_true", help="print only the summary (with -list)")
+    p.add_argument("--optimize", action="store_true", help="fold BatchNorm/Scale into convolutions "
+                   "and fuse ReLU (same scores within float tolerance)")
+    p.add_argument("--engine", choices=ENGINES, default="torch",
+                   help="inference engine: torch (default) or onnxruntime (needs the onnx extra)")
     args = p.parse_args(argv)
     setup_logging()
 
@@ -167,7 +191,7 @@ def main(argv: list[str]) -> int:
         caffe.set_device(int(str(args.gpu).split(",")[0]))
     else:
         caffe.set_mode_cpu()
-    net = caffe.Net(args.model, caffe.TEST, weights=args.weights)
+    net = caffe.Net(args.model, caffe.TEST, weights=args.weights, optimize=args.optimize)
     shape = net.blobs[net.inputs[0]].data.shape
     mean = None
     if args.mean_file:
@@ -181,7 +205,7 @@ def main(argv: list[str]) -> int:
             raise CaffelikeError(f"-mean_value has {mean.size} values for {shape[1]} input channels")
     prep = Preprocess(height=int(shape[2]), width=int(shape[3]), mean=mean, interpolation=args.resize,
                       raw_scale=args.raw_scale, scale=args.scale, channels=int(shape[1]))
-    scores = predict(net, [path for path, _ in items], prep, args.output, args.batch_size)
+    scores = predict(net, [path for path, _ in items], prep, args.output, args.batch_size, args.engine)
     n_classes = scores.shape[1]
     names = _class_names(args.labels, n_classes)
     top = np.argsort(-scores, axis=1, kind="stable")[:, : max(1, args.top_k)]

@@ -16,35 +16,9 @@ import caffelike
 from caffelike.net import Net
 
 from .conftest import GOLDEN, assert_close_scaled, load_json
+from .weight_schemes import scheme_v1
 
 CASES = sorted(p.name for p in (GOLDEN / "nets").iterdir() if p.is_dir())
-
-
-def _scheme_v1(net: Net, seed: int, gain: float) -> dict[str, list[np.ndarray]]:
-    """NETS.md "Weight scheme scheme_v1": draws in pycaffe net.params order."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, list[np.ndarray]] = {}
-    for name, blobs in net.params.items():
-        kind = net.layer_dict[name].type
-        arrays = []
-        for i, blob in enumerate(blobs):
-            s = blob.shape
-            if kind in ("Convolution", "Deconvolution", "InnerProduct", "Embed"):
-                a = rng.standard_normal(s) * np.sqrt(gain / np.prod(s[1:])) if i == 0 else 0.1 * rng.standard_normal(s)
-            elif kind == "BatchNorm":
-                a = [lambda: 0.1 * rng.standard_normal(s), lambda: rng.uniform(0.5, 1.5, s),
-                     lambda: np.ones(s)][i]()
-            elif kind == "Scale":
-                a = 1 + 0.1 * rng.standard_normal(s) if i == 0 else 0.1 * rng.standard_normal(s)
-            elif kind == "Bias":
-                a = 0.1 * rng.standard_normal(s)
-            elif kind == "PReLU":
-                a = np.full(s, 0.25)
-            else:
-                raise AssertionError(f"scheme_v1 has no rule for {kind}")
-            arrays.append(np.asarray(a).astype(np.float32))
-        out[name] = arrays
-    return out
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,7 +31,7 @@ def _golden_net(case: str) -> tuple[Net, dict, dict, np.lib.npyio.NpzFile]:
     else:
         assert meta["weights"]["kind"] == "scheme_v1"
         net = Net(str(d / "net.prototxt"), caffelike.TEST, fill=False)
-        weights = _scheme_v1(net, meta["weights"]["seed"], meta["weights"]["gain"])
+        weights = scheme_v1(net, meta["weights"]["seed"], meta["weights"]["gain"])
         expected = {p["layer"]: [b["sha256"] for b in p["blobs"]] for p in golden["params"]}
         for name, arrays in weights.items():
             got = [hashlib.sha256(a.astype("<f4").tobytes()).hexdigest() for a in arrays]

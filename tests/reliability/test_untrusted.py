@@ -147,12 +147,6 @@ def test_cli_no_python_layers_refuses_the_net(user_layer, tmp_path, capsys, monk
     assert name not in sys.modules
 
 
-STRICT_FIX = ("caffelike/solver/cli.py train/test: add --strict-paths; caffelike/data/items.py "
-              "ImageListItems (and data/windows.py): when strict, resolve root_folder + path with "
-              "os.path.realpath and raise DataError('... escapes root_folder ...', Where(list file, line, "
-              "layer)) unless it lies under realpath(root_folder)")
-
-
 def _escaping_list(image_case: pathlib.Path) -> None:
     outside = image_case / "outside"
     outside.mkdir()
@@ -169,7 +163,6 @@ def test_list_paths_may_leave_root_folder_by_default(image_case, capsys):
     assert main(["train", "-solver", "solver.prototxt"]) == 0
 
 
-@pytest.mark.xfail(strict=True, reason=STRICT_FIX)
 def test_strict_paths_refuses_entries_escaping_root_folder(image_case, capsys):
     _escaping_list(image_case)
     edit(image_case / "solver.prototxt", "max_iter: 30", "max_iter: 1")

@@ -1,0 +1,47 @@
+"""fuse_batchnorm_scale in training: a real Caffe run (tests/golden/solvers/sgd_step) reproduced.
+
+Expected values: the snapshot real Caffe wrote after 40 SGD iterations of the case's BatchNorm
++ in-place Scale net (golden README: whole runs compare at rtol ~1e-3).
+"""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+
+import caffelike
+from caffelike.io import load_weights
+from caffelike.optimize import FusedBatchNormScale, PassThrough, fuse_batchnorm_scale
+
+from .golden_nets import GOLDEN, assert_close_scaled, golden_net
+
+CASE = GOLDEN.parent / "solvers" / "sgd_step"
+
+
+def test_fused_training_run_matches_caffe_snapshot(tmp_path, monkeypatch):
+    work = tmp_path / "sgd_step"
+    shutil.copytree(CASE, work, ignore=shutil.ignore_patterns("snapshots", "*.npz", "*.json", "log.txt"))
+    (work / "snapshots").mkdir()
+    monkeypatch.chdir(work)
+    solver = caffelike.get_solver("solver.prototxt")
+    solver.net.copy_from("init.caffemodel")
+    assert fuse_batchnorm_scale(solver.net) == 1
+    assert any(isinstance(m, FusedBatchNormScale) for m in solver.net.layer_modules)
+    assert any(isinstance(m, PassThrough) for m in solver.net.layer_modules)
+    solver.step(40)
+    want = load_weights(str(CASE / "snapshots" / "tinybn_iter_40.caffemodel"))
+    for layer, blobs in solver.net.params.items():
+        for i, blob in enumerate(blobs):
+            expected = np.asarray(want[layer][i], np.float32).reshape(blob.shape)
+            scale = max(1.0, float(np.abs(expected).max()))
+            np.testing.assert_allclose(blob.data, expected, rtol=1e-3, atol=1e-4 * scale,
+                                       err_msg=f"{layer} blob {i}")
+
+
+def test_fused_deploy_outputs_match_caffe():
+    for case in ("simpleconv3", "book_mobilenet_faceseg"):
+        net, inputs, expected = golden_net(case)
+        assert fuse_batchnorm_scale(net) > 0
+        out = net.forward(**inputs)
+        for name, value in expected.items():
+            assert_close_scaled(out[name], value, f"{case} {name}")
