@@ -24,6 +24,10 @@ install: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
+# ---- benchmarks: ratios against baselines measured in the same run (bench/RESULTS.md) ----
+bench: $(VENV)/.installed
+	$(PY) bench/run.py --markdown bench/last_run.md
+
 clean:
 	rm -rf $(VENV) $(VENV)-protoc runs
 

@@ -310,8 +310,10 @@ class FusedBatchNormScale(_Delegating):
                                  gamma, beta, training=False, eps=bn.eps)]
         if x.numel() // bn.channels <= 1:  # BatchNorm's own degenerate-batch path, then the Scale
             return scale(*bn(x))
-        batch_mean = torch.zeros(bn.channels, dtype=x.dtype, device=x.device)
-        batch_var = torch.zeros(bn.channels, dtype=x.dtype, device=x.device)
+        # statistics in the parameters' dtype: under autocast x may be bf16/fp16, which the
+        # native kernel accepts only with float32 statistics and affine parameters alike
+        batch_mean = torch.zeros(bn.channels, dtype=gamma.dtype, device=x.device)
+        batch_var = torch.zeros(bn.channels, dtype=gamma.dtype, device=x.device)
         top = F.batch_norm(x, batch_mean, batch_var, gamma, beta, training=True, momentum=1.0, eps=bn.eps)
         bn._accumulate(batch_mean, batch_var)
         return [top]

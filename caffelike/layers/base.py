@@ -15,12 +15,12 @@ Adding a layer = one class in its family module::
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from ..errors import LayerError, NetError, Where
 from ..proto import caffe_pb2
@@ -122,14 +122,12 @@ class Layer(nn.Module):
     def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
         """Shapes of the tops for these bottom shapes, computed without real data.
 
-        Runs ``forward`` on meta tensors, with the blobs swapped for meta stand-ins through
-        ``functional_call`` (the real blobs are never touched).
+        Runs ``forward`` on meta tensors, with the blobs swapped for meta stand-ins (the real
+        blobs are never touched).
         """
         meta = [torch.empty(s, dtype=torch.float32, device="meta") for s in bottom_shapes]
-        swapped = {name: torch.empty(t.shape, dtype=t.dtype, device="meta")
-                   for name, t in list(self.named_parameters()) + list(self.named_buffers())}
-        with torch.no_grad():
-            tops = functional_call(self, swapped, tuple(meta), strict=False)
+        with torch.no_grad(), _meta_blobs(self):
+            tops = self(*meta)
         return [tuple(t.shape) for t in tops]
 
     def reshape(self, bottom_shapes: Sequence[Shape]) -> None:
@@ -138,6 +136,25 @@ class Layer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.param.name!r}, type={self.caffe_type!r}"
+
+
+@contextlib.contextmanager
+def _meta_blobs(module: nn.Module) -> Iterator[None]:
+    """Every parameter and buffer of ``module`` (and its children) replaced by a meta tensor of
+    its shape within the block. Not ``torch.func.functional_call``: that imports torch._dynamo
+    on first use (about a second and 80 MB for every process that builds a net)."""
+    saved: list[tuple[dict, str, Any]] = []
+    try:
+        for sub in module.modules():
+            for table in (sub._parameters, sub._buffers):
+                for key, value in list(table.items()):
+                    if value is not None:
+                        saved.append((table, key, value))
+                        table[key] = torch.empty(value.shape, dtype=value.dtype, device="meta")
+        yield
+    finally:
+        for table, key, value in reversed(saved):
+            table[key] = value
 
 
 def canonical_axis(axis: int, num_axes: int, layer: Layer, what: str = "axis") -> int:

@@ -46,13 +46,23 @@ class InnerProduct(Layer):
         if ip.bias_term:
             self.add_blob((n,), ip.bias_filler)
 
+    def _axis(self, shape: Shape) -> int:
+        axis = canonical_axis(self.param.inner_product_param.axis, len(shape), self)
+        k = math.prod(shape[axis:])
+        if k != self.k:
+            raise self.error(f"input size {k} (bottom shape {tuple(shape)} from axis {axis}) "
+                             f"does not match the weights' {self.k}")
+        return axis
+
+    def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
+        """``bottom.shape[:axis] + (num_output,)``."""
+        shape = tuple(bottom_shapes[0])
+        return [shape[:self._axis(shape)] + (self.num_output,)]
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         ip = self.param.inner_product_param
-        axis = canonical_axis(ip.axis, x.dim(), self)
-        k = math.prod(x.shape[axis:])
-        if k != self.k:
-            raise self.error(f"input size {k} (bottom shape {tuple(x.shape)} from axis {axis}) "
-                             f"does not match the weights' {self.k}")
+        axis = self._axis(tuple(x.shape))
+        k = self.k
         flat = x.reshape(math.prod(x.shape[:axis]), k)
         weight = self.blobs[0]
         bias = self.blobs[1] if ip.bias_term else None
@@ -72,16 +82,21 @@ def _operand_shape(layer: Layer, shape: Shape, axis_param: int, num_axes: int) -
     return tuple(shape[axis:] if num_axes == -1 else shape[axis:axis + num_axes])
 
 
+def _operand_axis(layer: Layer, shape: Shape, operand: Shape, axis_param: int, what: str) -> int:
+    """The axis where ``operand`` lines up with ``shape``; an error naming both if it does not."""
+    axis = canonical_axis(axis_param, len(shape), layer)
+    if axis + len(operand) > len(shape) or tuple(shape[axis:axis + len(operand)]) != tuple(operand):
+        raise layer.error(f"{what} shape {tuple(operand)} does not match bottom shape "
+                          f"{tuple(shape)} from axis {axis}")
+    return axis
+
+
 def _broadcastable(layer: Layer, x: torch.Tensor, operand: torch.Tensor, axis_param: int,
                    what: str) -> torch.Tensor:
     """View ``operand`` to line up with ``x`` from ``axis`` on (a 0-axis operand is a scalar)."""
     if operand.dim() == 0:
         return operand
-    axis = canonical_axis(axis_param, x.dim(), layer)
-    span = tuple(x.shape[axis:axis + operand.dim()])
-    if axis + operand.dim() > x.dim() or span != tuple(operand.shape):
-        raise layer.error(f"{what} shape {tuple(operand.shape)} does not match bottom shape "
-                          f"{tuple(x.shape)} from axis {axis}")
+    axis = _operand_axis(layer, tuple(x.shape), tuple(operand.shape), axis_param, what)
     trailing = x.dim() - axis - operand.dim()
     return operand.reshape((1,) * axis + tuple(operand.shape) + (1,) * trailing)
 
@@ -128,6 +143,17 @@ class Scale(Layer):
         if sp.bias_term:
             n_axes = len(self.bottom_shapes[1]) if len(self.bottom_shapes) > 1 else sp.num_axes
             self.add_blob(_operand_shape(self, data, sp.axis, n_axes), sp.bias_filler)
+
+    def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
+        """The bottom's shape (after checking the scale and bias line up with it)."""
+        sp = self.param.scale_param
+        shape = tuple(bottom_shapes[0])
+        scale = tuple(bottom_shapes[1]) if len(bottom_shapes) > 1 else tuple(self.blobs[0].shape)
+        operands = [("scale", scale)] + ([("bias", tuple(self.blobs[-1].shape))] if sp.bias_term else [])
+        for what, operand in operands:
+            if operand:
+                _operand_axis(self, shape, operand, sp.axis, what)
+        return [shape]
 
     def forward(self, x: torch.Tensor, *scale: torch.Tensor) -> list[torch.Tensor]:
         sp = self.param.scale_param
@@ -219,11 +245,19 @@ class Eltwise(Layer):
             top = top + (x * c if c != 1.0 else x)
         return top
 
+    def _check(self, shapes: Sequence[Shape]) -> None:
+        for i, shape in enumerate(shapes[1:], start=1):
+            if tuple(shape) != tuple(shapes[0]):
+                raise self.error(f"bottom {i} has shape {tuple(shape)}, bottom 0 has "
+                                 f"{tuple(shapes[0])}; Eltwise needs equal shapes")
+
+    def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
+        """The bottoms' common shape."""
+        self._check(bottom_shapes)
+        return [tuple(bottom_shapes[0])]
+
     def forward(self, *xs: torch.Tensor) -> list[torch.Tensor]:
-        for i, x in enumerate(xs[1:], start=1):
-            if x.shape != xs[0].shape:
-                raise self.error(f"bottom {i} has shape {tuple(x.shape)}, bottom 0 has "
-                                 f"{tuple(xs[0].shape)}; Eltwise needs equal shapes")
+        self._check([x.shape for x in xs])
         return [self.op(xs)]
 
 

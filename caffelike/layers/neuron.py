@@ -80,6 +80,10 @@ class _NeuronLayer(Layer):
     def forward(self, x: Tensor) -> list[Tensor]:
         return [pointwise(x, self.fn, self.rule)]
 
+    def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
+        """Element-wise: the top is shaped like the bottom."""
+        return [tuple(bottom_shapes[0])]
+
 
 @register_layer("AbsVal")
 class AbsVal(_NeuronLayer):
@@ -120,6 +124,11 @@ class ReLU(_NeuronLayer):
         if self.negative_slope == 0.0:
             return dy * _positive(x)
         return dy * (_positive(x) + self.negative_slope * _non_positive(x))
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        # torch's own backward of relu/leaky_relu is Caffe's rule: dy where x > 0, else
+        # negative_slope * dy (0 included); it runs in one kernel and saves no extra tensor.
+        return [self.fn(x)]
 
 
 @register_layer("Sigmoid")

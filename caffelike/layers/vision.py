@@ -336,6 +336,15 @@ def _torch_windows_match(g: PoolGeometry, h: int, w: int, out: tuple[int, int]) 
     return True
 
 
+def _floor_at_minus_flt_max(vals: torch.Tensor) -> torch.Tensor:
+    """Caffe's max starts at -FLT_MAX: a window of -inf (or empty) gives -FLT_MAX. On the CPU
+    a read-only check skips the two extra passes (and their backward) when nothing is below
+    (NaN, which Caffe's strict ``>`` never picks, still takes the full path)."""
+    if vals.device.type == "cpu" and vals.numel() and bool(vals.detach().amin() >= -FLT_MAX):
+        return vals
+    return torch.where(vals > -FLT_MAX, vals, -FLT_MAX)
+
+
 def max_pool(x: torch.Tensor, g: PoolGeometry, with_mask: bool = True
              ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Caffe MAX pooling of (N, C, H, W): (values, argmax as a float flat index h*W+w).
@@ -350,11 +359,11 @@ def max_pool(x: torch.Tensor, g: PoolGeometry, with_mask: bool = True
     out = g.out_size(h, w)
     if not with_mask and _torch_windows_match(g, h, w, out):
         vals = F.max_pool2d(x, kernel_size=g.kernel, stride=g.stride, padding=g.pad, ceil_mode=True)
-        return torch.where(vals > -FLT_MAX, vals, -FLT_MAX), None
+        return _floor_at_minus_flt_max(vals), None
     xp = _padded_input(x, g, out, float("-inf"))
     if not with_mask:
         vals = F.max_pool2d(xp, kernel_size=g.kernel, stride=g.stride)[..., : out[0], : out[1]]
-        return torch.where(vals > -FLT_MAX, vals, -FLT_MAX), None
+        return _floor_at_minus_flt_max(vals), None
     vals, idx = F.max_pool2d(xp, kernel_size=g.kernel, stride=g.stride, return_indices=True)
     vals = vals[..., : out[0], : out[1]]
     idx = idx[..., : out[0], : out[1]]
@@ -481,12 +490,22 @@ class Pooling(Layer):
             raise self.error("only MAX pooling has a second (mask) top")
         check_pool_windows(self, self.geom, shape[2], shape[3])
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if x.dim() != 4:
-            raise self.error(f"Pooling needs a 4-axis bottom, got shape {tuple(x.shape)}")
+    def _geometry(self, shape: Shape) -> PoolGeometry:
+        if len(shape) != 4:
+            raise self.error(f"Pooling needs a 4-axis bottom, got shape {tuple(shape)}")
         g = self.geom
         if self.global_pooling:
-            g = PoolGeometry((x.shape[2], x.shape[3]), g.stride, g.pad, g.ceil)
+            g = PoolGeometry((shape[2], shape[3]), g.stride, g.pad, g.ceil)
+        return g
+
+    def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
+        """(N, C, pooled H, pooled W) for the top (and the MAX mask top, if any)."""
+        shape = tuple(bottom_shapes[0])
+        out = shape[:2] + self._geometry(shape).out_size(shape[2], shape[3])
+        return [out] * max(1, len(self.param.top))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        g = self._geometry(tuple(x.shape))
         if self.pool == PoolMethod.MAX:
             vals, mask = max_pool(x, g, with_mask=len(self.param.top) > 1)
             return [vals] if mask is None else [vals, mask.detach()]

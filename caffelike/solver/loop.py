@@ -48,7 +48,10 @@ class Solver:
 
     ``Solver(param_or_file, device=None, rank=0, world_size=1, action=None)``; the update
     rule is ``param.type`` (subclasses fix it). ``action`` is polled like Caffe's signal
-    handler and returns ``"stop"``, ``"snapshot"`` or ``"none"``.
+    handler and returns ``"stop"``, ``"snapshot"`` or ``"none"``. Beyond Caffe: ``nan_guard``
+    (stop on a non-finite loss naming the layer), ``amp`` ("bf16"/"fp16"), ``compile``
+    (torch.compile), ``fuse`` (in-place BatchNorm+Scale pairs run as one kernel; on by
+    default, values within float tolerance, gradients exact).
     """
 
     solver_type: str | None = None
@@ -56,7 +59,8 @@ class Solver:
     def __init__(self, param: caffe_pb2.SolverParameter | str | os.PathLike, *,
                  device: torch.device | str | None = None, rank: int = 0, world_size: int = 1,
                  action: ActionFn | None = None, solver_file: str | None = None,
-                 nan_guard: bool = True, amp: str | None = None, compile: bool = False):
+                 nan_guard: bool = True, amp: str | None = None, compile: bool = False,
+                 fuse: bool = True):
         if isinstance(param, (str, os.PathLike)):
             solver_file = os.fspath(param)
             param = read_solver_file(solver_file)
@@ -107,7 +111,7 @@ class Solver:
         self._debug = DebugInfo(self.net) if param.debug_info and self.root else None
         for net in self.test_nets if param.debug_info and self.root else []:
             DebugInfo(net).enabled = True  # Caffe's test nets log on every pass
-        self._setup_accel(amp, compile)
+        self._setup_accel(amp, compile, fuse)
         if self.root:
             log.info(messages.scaffolding_done())
         self.iter = 0
@@ -192,13 +196,17 @@ class Solver:
         for info in self._params:
             info.tensor.grad = None
 
-    def _setup_accel(self, amp: str | None, compile: bool) -> None:
-        """``-amp`` (autocast, fp16 loss scaling on CUDA), channels_last, ``-compile``."""
+    def _setup_accel(self, amp: str | None, compile: bool, fuse: bool) -> None:
+        """BatchNorm+Scale fusion, ``-amp`` (autocast, fp16 loss scaling), channels_last, ``-compile``."""
+        from ..optimize import fuse_batchnorm_scale
+
         self.amp = amp if accel.amp_dtype(amp) is not None else None
         self._scaler = accel.make_loss_scaler(self.device, self.amp)
         if self.device.type == "cuda":
             accel.configure_backends()
         for net in [self.net] + self.test_nets:
+            if fuse:  # Caffe's in-place BatchNorm+Scale as one kernel: same values, never visible
+                fuse_batchnorm_scale(net)
             if accel.channels_last_auto(net, self.device, self.amp):
                 accel.use_channels_last(net)
             if compile:

@@ -47,6 +47,18 @@ def _scaled(tensors: Tensors, scalars: Sequence[float]) -> list[torch.Tensor]:
     return list(torch._foreach_mul(list(tensors), list(scalars)))
 
 
+def _add_scaled_(ys: list[torch.Tensor], xs: Sequence[torch.Tensor], scalars: Sequence[float]) -> None:
+    """y += s*x per blob, one fused foreach call per distinct s (usually one or two: the
+    lr_mult / decay_mult values of weights and biases), with no temporaries."""
+    groups: dict[float, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+    for y, x, scalar in zip(ys, xs, scalars):
+        group = groups.setdefault(float(scalar), ([], []))
+        group[0].append(y)
+        group[1].append(x)
+    for scalar, (gy, gx) in groups.items():
+        torch._foreach_add_(gy, gx, alpha=scalar)
+
+
 def _axpby_(y: Tensors, a: Sequence[float] | float, x: Tensors, b: float) -> None:
     """y = a*x + b*y, each product rounded first (Caffe's caffe_cpu_axpby)."""
     y = list(y)
@@ -86,12 +98,11 @@ def regularize(diffs: Tensors, data: Tensors, decays: Sequence[float], kind: str
         return
     ds, ws, alphas = (list(t) for t in zip(*picked))
     if kind == "L2":
-        terms = _scaled(ws, alphas)
+        _add_scaled_(ds, ws, alphas)
     elif kind == "L1":
-        terms = _scaled([torch.sign(w) for w in ws], alphas)
+        _add_scaled_(ds, [torch.sign(w) for w in ws], alphas)
     else:
         raise SolverError(f"unknown regularization_type '{kind}'; known: L2, L1")
-    torch._foreach_add_(ds, terms)
 
 
 # ---------------------------------------------------------------- ComputeUpdateValue rules
@@ -101,7 +112,9 @@ def sgd(diffs: Tensors, history: list[torch.Tensor], rates: Sequence[float], hp:
     """v = momentum*v + local_rate*g; update = v (SGDSolver::ComputeUpdateValue)."""
     n = len(diffs)
     hist = history[:n]
-    _axpby_(hist, rates, diffs, hp.momentum)
+    if hp.momentum != 1.0:
+        torch._foreach_mul_(hist, hp.momentum)
+    _add_scaled_(hist, diffs, rates)
     torch._foreach_copy_(list(diffs), hist)
 
 

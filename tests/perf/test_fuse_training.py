@@ -23,9 +23,9 @@ def test_fused_training_run_matches_caffe_snapshot(tmp_path, monkeypatch):
     shutil.copytree(CASE, work, ignore=shutil.ignore_patterns("snapshots", "*.npz", "*.json", "log.txt"))
     (work / "snapshots").mkdir()
     monkeypatch.chdir(work)
-    solver = caffelike.get_solver("solver.prototxt")
+    solver = caffelike.get_solver("solver.prototxt")  # fuses by default (fuse=True)
     solver.net.copy_from("init.caffemodel")
-    assert fuse_batchnorm_scale(solver.net) == 1
+    assert fuse_batchnorm_scale(solver.net) == 0  # already fused: nothing left to match
     assert any(isinstance(m, FusedBatchNormScale) for m in solver.net.layer_modules)
     assert any(isinstance(m, PassThrough) for m in solver.net.layer_modules)
     solver.step(40)
@@ -36,6 +36,16 @@ def test_fused_training_run_matches_caffe_snapshot(tmp_path, monkeypatch):
             scale = max(1.0, float(np.abs(expected).max()))
             np.testing.assert_allclose(blob.data, expected, rtol=1e-3, atol=1e-4 * scale,
                                        err_msg=f"{layer} blob {i}")
+
+
+def test_solver_fuse_false_keeps_the_layers(tmp_path, monkeypatch):
+    work = tmp_path / "sgd_step"
+    shutil.copytree(CASE, work, ignore=shutil.ignore_patterns("snapshots", "*.npz", "*.json", "log.txt"))
+    (work / "snapshots").mkdir()
+    monkeypatch.chdir(work)
+    solver = caffelike.get_solver("solver.prototxt", fuse=False)
+    assert not any(isinstance(m, (FusedBatchNormScale, PassThrough)) for m in solver.net.layer_modules)
+    assert fuse_batchnorm_scale(solver.net) == 1
 
 
 def test_fused_deploy_outputs_match_caffe():
