@@ -135,13 +135,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for workers in (int(w) for w in args.workers.split(",")):
         rate = pipeline_rate(args.batch, batches, workers, args.transform, device)
+        target = workers == 2  # the target: >= 2x the step's consumption with 2 workers
         rows.append({"bench": "data", "case": f"ImageData {args.transform}, {workers} workers ({device.type})",
                      "ours_s": rate, "base_s": consume, "ratio": rate / consume,
-                     "target": ">= 1.0 (keeps up)", "ok": rate >= consume})
+                     "target": ">= 2.0 (pipeline vs consumption)" if target else "none (reference)",
+                     "ok": rate >= 2 * consume if target else None})
         fed = fed_step_rate(args.batch, batches, workers, args.transform, device)
         rows.append({"bench": "data", "case": f"train step fed by it, {workers} workers ({device.type})",
                      "ours_s": fed, "base_s": consume, "ratio": fed / consume,
-                     "target": ">= 0.95 (model never waits)", "ok": fed >= 0.95 * consume})
+                     "target": ">= 0.95 (model never waits)" if device.type == "cuda"
+                     else "none (workers and step share the CPU cores)",
+                     "ok": fed >= 0.95 * consume if device.type == "cuda" else None})
     lines = [f"{r['case']}: {r['ours_s']:.0f} img/s vs step {r['base_s']:.0f} img/s "
              f"(x{r['ratio']:.2f})" for r in rows]
     sys.stderr.write("\n".join(lines) + "\n")

@@ -50,6 +50,42 @@ def _env_level() -> int:
         return logging.INFO
 
 
+class _Status:
+    """The one status line shown under the log on a terminal (see :func:`show_status`)."""
+
+    text = ""
+    stream = None
+
+
+def show_status(text: str, stream=None) -> None:
+    """Draw ``text`` as a status line at the bottom of a terminal (redrawn after each log line)."""
+    stream = stream if stream is not None else sys.stderr
+    _Status.text, _Status.stream = text, stream
+    stream.write("\r" + text + "\033[K")
+    stream.flush()
+
+
+def clear_status() -> None:
+    """Erase the status line, if one is shown."""
+    if _Status.text and _Status.stream is not None:
+        _Status.stream.write("\r\033[K")
+        _Status.stream.flush()
+    _Status.text, _Status.stream = "", None
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """stderr in glog format; a status line, if shown, is lifted above each record."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        status = _Status.text if _Status.stream is self.stream else ""
+        if status:
+            self.stream.write("\r\033[K")
+        super().emit(record)
+        if status:
+            self.stream.write(status)
+            self.stream.flush()
+
+
 def setup_logging(log_dir: str | None = None, program: str = "caffelike",
                   stream=None) -> str | None:
     """Send caffelike's log to stderr in glog format, and to a glog-named file in log_dir.
@@ -65,7 +101,7 @@ def setup_logging(log_dir: str | None = None, program: str = "caffelike",
             logger.removeHandler(handler)
             handler.close()
     formatter = GlogFormatter()
-    console = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    console = _ConsoleHandler(stream if stream is not None else sys.stderr)
     console.setFormatter(formatter)
     console._caffelike = True  # type: ignore[attr-defined]
     logger.addHandler(console)

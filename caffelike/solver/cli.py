@@ -42,6 +42,8 @@ def _accel_flags(parser: FlagParser, optimize: bool = False) -> None:
     parser.add_argument("--amp", default="", help="mixed precision: bf16 or fp16 (fp16 with loss "
                         "scaling; meant for CUDA)")
     parser.add_argument("--compile", action="store_true", help="run the nets through torch.compile")
+    parser.add_argument("--channels_last", "--channels-last", dest="channels_last", action="store_true",
+                        help="NHWC convolutions (faster for some nets on the CPU, see bench/RESULTS.md)")
     if optimize:
         parser.add_argument("--optimize", action="store_true", help="fold BatchNorm/Scale into "
                             "convolutions and fuse ReLU (deploy use; intermediate blobs change)")
@@ -67,7 +69,9 @@ def _accelerate(net, args, device) -> None:
 
     accel.amp_dtype(args.amp)  # an unknown name is a user error before any work
     if getattr(args, "optimize", False):
-        optimize_net(net, channels_last=device.type == "cpu" or bool(args.amp))
+        optimize_net(net, channels_last=device.type == "cpu" or bool(args.amp) or args.channels_last)
+    elif args.channels_last:
+        accel.use_channels_last(net)
     if args.compile:
         accel.compile_net(net, install=True)
 
@@ -152,6 +156,7 @@ def train(argv: list[str]) -> int:
 
 def _train(args, argv: list[str]) -> int:
     from . import distributed
+    from .progress import Progress, wanted as progress_wanted
     from .signals import SignalHandler, check_effect
 
     rank = distributed.from_environment()
@@ -193,15 +198,23 @@ def _train(args, argv: list[str]) -> int:
         with SignalHandler(args.sigint_effect, args.sighup_effect) as handler:
             solver = get_solver(param, device=device, action=handler.action, solver_file=args.solver,
                                 nan_guard=not args.no_nan_guard, amp=args.amp or None,
-                                compile=args.compile, rank=rank.rank if rank else 0,
+                                compile=args.compile, channels_last=args.channels_last or None,
+                                rank=rank.rank if rank else 0,
                                 world_size=rank.world_size if rank else 1)
             if rank is not None:
                 solver.add_callback(distributed.GradientAverager(solver))
             if args.snapshot:
                 log.info(messages.resuming_from(args.snapshot))
                 solver.restore(args.snapshot)
+            bar = Progress(solver) if (rank is None or rank.rank == 0) and progress_wanted() else None
+            if bar is not None:
+                solver.add_callback(bar)
             log.info(messages.starting())
-            solver.solve()
+            try:
+                solver.solve()
+            finally:
+                if bar is not None:
+                    bar.close()
             log.info(messages.done())
         if rank is not None:
             distributed.shutdown()  # the other ranks wait for rank 0's last snapshot and test

@@ -51,7 +51,8 @@ class Solver:
     handler and returns ``"stop"``, ``"snapshot"`` or ``"none"``. Beyond Caffe: ``nan_guard``
     (stop on a non-finite loss naming the layer), ``amp`` ("bf16"/"fp16"), ``compile``
     (torch.compile), ``fuse`` (in-place BatchNorm+Scale pairs run as one kernel; on by
-    default, values within float tolerance, gradients exact).
+    default, values within float tolerance, gradients exact), ``channels_last`` (convolution
+    weights and activations in NHWC; None: only on CUDA with AMP, where it reliably pays).
     """
 
     solver_type: str | None = None
@@ -60,7 +61,7 @@ class Solver:
                  device: torch.device | str | None = None, rank: int = 0, world_size: int = 1,
                  action: ActionFn | None = None, solver_file: str | None = None,
                  nan_guard: bool = True, amp: str | None = None, compile: bool = False,
-                 fuse: bool = True):
+                 fuse: bool = True, channels_last: bool | None = None):
         if isinstance(param, (str, os.PathLike)):
             solver_file = os.fspath(param)
             param = read_solver_file(solver_file)
@@ -111,7 +112,7 @@ class Solver:
         self._debug = DebugInfo(self.net) if param.debug_info and self.root else None
         for net in self.test_nets if param.debug_info and self.root else []:
             DebugInfo(net).enabled = True  # Caffe's test nets log on every pass
-        self._setup_accel(amp, compile, fuse)
+        self._setup_accel(amp, compile, fuse, channels_last)
         if self.root:
             log.info(messages.scaffolding_done())
         self.iter = 0
@@ -196,7 +197,8 @@ class Solver:
         for info in self._params:
             info.tensor.grad = None
 
-    def _setup_accel(self, amp: str | None, compile: bool, fuse: bool) -> None:
+    def _setup_accel(self, amp: str | None, compile: bool, fuse: bool,
+                     channels_last: bool | None) -> None:
         """BatchNorm+Scale fusion, ``-amp`` (autocast, fp16 loss scaling), channels_last, ``-compile``."""
         from ..optimize import fuse_batchnorm_scale
 
@@ -207,7 +209,8 @@ class Solver:
         for net in [self.net] + self.test_nets:
             if fuse:  # Caffe's in-place BatchNorm+Scale as one kernel: same values, never visible
                 fuse_batchnorm_scale(net)
-            if accel.channels_last_auto(net, self.device, self.amp):
+            if (accel.channels_last_auto(net, self.device, self.amp) if channels_last is None
+                    else channels_last):
                 accel.use_channels_last(net)
             if compile:
                 accel.compile_net(net, install=True)

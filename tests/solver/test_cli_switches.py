@@ -150,3 +150,16 @@ def test_classify_optimize_and_onnxruntime_give_the_same_scores(tiny_weights, tm
     assert plain.shape == (5, 3)
     np.testing.assert_allclose(_scores(capsys, *base, "-optimize"), plain, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(_scores(capsys, *base, "-engine", "onnxruntime"), plain, rtol=1e-4, atol=1e-4)
+
+
+def test_channels_last_training_matches_caffe_losses(tmp_path, monkeypatch):
+    """NHWC changes the kernels, not the arithmetic: Caffe's losses within the golden rtol."""
+    work = copy_case("sgd_step", tmp_path)
+    _append(work / "solver.prototxt", "max_iter: 40", "max_iter: 5")
+    status, lines = run_train(work, monkeypatch, "-solver", "solver.prototxt",
+                              "-weights", "init.caffemodel", "-channels_last")
+    assert status == 0
+    got = losses_from_log(lines)
+    golden = {int(r["iter"]): float(r["loss"]) for r in read_csv(work / "losses.csv")}
+    for it in range(5):
+        assert float(got[it]["loss"]) == pytest.approx(golden[it], rel=1e-3), it
