@@ -35,7 +35,7 @@ clean:
 # make demo            (CPU)      make demo GPU=0      (first GPU)
 DEMO_DIR := runs/mouth
 DEMO_SOLVER := models/mouth/simpleconv3/solver.prototxt
-DEMO_WEIGHTS := $(DEMO_DIR)/simpleconv3_iter_300.caffemodel
+DEMO_WEIGHTS := $(DEMO_DIR)/simpleconv3_iter_400.caffemodel
 GPU_FLAG := $(if $(GPU),-gpu $(GPU),)
 
 demo: $(VENV)/.installed
