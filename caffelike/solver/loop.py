@@ -255,6 +255,7 @@ class Solver:
             loss = F32(0)
             blobs: dict = {}
             for _ in range(max(1, p.iter_size)):
+                blobs = {}  # the previous pass's activations go before the next forward
                 sub_loss, blobs = self._forward_backward()
                 if self.nan_guard and not guard.loss_is_finite(sub_loss):
                     guard.raise_nonfinite(self.net, blobs, self.iter, float(sub_loss))
@@ -268,6 +269,7 @@ class Solver:
                 log.info(messages.iteration_loss(self.iter, per_s, lapse, p.display, self._smoothed))
                 last_time, iterations_last = now, self.iter
                 self._log_outputs(self.net, blobs, messages.train_output)
+            blobs = {}  # release this iteration's activations (the outputs are in net.blobs)
             for cb in self.callbacks:
                 cb.on_gradients_ready()
             if self._scaler.enabled and not self._scaler.unscale([i.tensor for i in self._params]):
