@@ -16,9 +16,9 @@ from google.protobuf.message import DecodeError
 from ..errors import DataError, Where
 from ..proto import caffe_pb2
 from .images import datum_to_image, read_image
+from .paths import paths_are_strict, strict_path_error
 from .sources import HDF5Files, KeyValueDB, ListEntry, source_where
 from .transformer import DataTransformer, TransformFailure
-from .paths import escapes_root, paths_are_strict
 from .windows import WindowFile, crop_window
 
 
@@ -33,11 +33,10 @@ class ImageListItems:
         self.new_height, self.new_width, self.is_color = new_height, new_width, is_color
         self.transformer = transformer
         self.where = where
-        if paths_are_strict():
-            for index, entry in enumerate(entries):
-                if escapes_root(root, entry.path):
-                    raise DataError(f"image '{entry.path}' escapes root_folder '{root or '.'}' "
-                                    "(refused under --strict-paths)", self._where(index))
+        for index, entry in enumerate(entries if paths_are_strict() else ()):
+            refusal = strict_path_error(root, entry.path)
+            if refusal:
+                raise DataError(refusal, self._where(index))
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -33,3 +33,10 @@ def escapes_root(root: str, path: str) -> bool:
     base = os.path.realpath(root or ".")
     target = os.path.realpath(root + path)
     return os.path.commonpath([base, target]) != base
+
+
+def strict_path_error(root: str, path: str) -> str | None:
+    """The refusal message for a list entry under ``--strict-paths`` (None when it is allowed)."""
+    if not paths_are_strict() or not escapes_root(root, path):
+        return None
+    return f"image '{path}' escapes root_folder '{root or '.'}' (refused under --strict-paths)"

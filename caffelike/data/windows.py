@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from ..errors import DataError, Where
-from .paths import escapes_root, paths_are_strict
+from .paths import strict_path_error
 from .sources import source_where
 
 
@@ -92,9 +92,9 @@ def read_window_file(source: str, root_folder: str, fg_threshold: float, bg_thre
             raise error(f"expected '# <image index>', got '{text}'", line)
         image = len(out.images)
         path_line, path = take("an image path")
-        if paths_are_strict() and escapes_root(root_folder, path):
-            raise error(f"image '{path}' escapes root_folder '{root_folder or '.'}' "
-                        "(refused under --strict-paths)", path_line)
+        refusal = strict_path_error(root_folder, path)
+        if refusal:
+            raise error(refusal, path_line)
         out.images.append(root_folder + path)
         _, (channels,) = ints("the channel count", 1)
         ints("the image height", 1)
