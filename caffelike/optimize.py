@@ -144,11 +144,7 @@ def _channel_affine(batch_norm: nn.Module | None, scale: nn.Module | None, chann
     s = torch.ones(channels, **f64)
     beta = torch.zeros(channels, **f64)
     if batch_norm is not None:
-        # Caffe's BatchNormLayer (global stats): statistics are blob / scale_factor, 0 if the factor is 0.
-        factor = float(batch_norm.blobs[2].detach()[0])
-        inv = 0.0 if factor == 0 else 1.0 / factor
-        mean = batch_norm.blobs[0].detach().to(**f64) * inv
-        var = batch_norm.blobs[1].detach().to(**f64) * inv
+        mean, var = batch_norm.global_stats(torch.float64)
         s = 1.0 / torch.sqrt(var + float(batch_norm.eps))
     if scale is not None:
         gamma = scale.blobs[0].detach().to(**f64).reshape(-1)
@@ -301,22 +297,10 @@ class FusedBatchNormScale(_Delegating):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         bn, scale = self.original, self._scale
-        gamma = scale.blobs[0]
+        if not bn.use_global_stats and x.numel() // bn.channels <= 1:
+            return scale(*bn(x))  # BatchNorm's own degenerate-batch path, then the Scale
         beta = scale.blobs[1] if scale.param.scale_param.bias_term else None
-        if bn.use_global_stats:
-            factor = bn.blobs[2].detach()[0]
-            inv = torch.where(factor == 0, torch.zeros_like(factor), 1.0 / factor)
-            return [F.batch_norm(x, bn.blobs[0].detach() * inv, bn.blobs[1].detach() * inv,
-                                 gamma, beta, training=False, eps=bn.eps)]
-        if x.numel() // bn.channels <= 1:  # BatchNorm's own degenerate-batch path, then the Scale
-            return scale(*bn(x))
-        # statistics in the parameters' dtype: under autocast x may be bf16/fp16, which the
-        # native kernel accepts only with float32 statistics and affine parameters alike
-        batch_mean = torch.zeros(bn.channels, dtype=gamma.dtype, device=x.device)
-        batch_var = torch.zeros(bn.channels, dtype=gamma.dtype, device=x.device)
-        top = F.batch_norm(x, batch_mean, batch_var, gamma, beta, training=True, momentum=1.0, eps=bn.eps)
-        bn._accumulate(batch_mean, batch_var)
-        return [top]
+        return [bn.normalize(x, scale.blobs[0], beta)]
 
 
 def fuse_batchnorm_scale(net) -> int:

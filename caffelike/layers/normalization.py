@@ -54,32 +54,50 @@ class BatchNorm(Layer):
     def _stats_shape(self, x: torch.Tensor) -> tuple[int, ...]:
         return (1, self.channels) + (1,) * max(0, x.dim() - 2)
 
+    def global_stats(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Caffe's global statistics: (mean, variance) = blob / scale factor, 0 if the factor is 0.
+
+        ``dtype`` (e.g. float64 for weight folding) converts the blobs before the division.
+        """
+        mean, var, factor = (b.detach() if dtype is None else b.detach().to(dtype) for b in self.blobs)
+        inv = torch.where(factor[0] == 0, torch.zeros_like(factor[0]), 1.0 / factor[0])
+        return mean * inv, var * inv
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if x.dim() >= 2 and x.shape[1] != self.channels:
             raise self.error(f"bottom has {x.shape[1]} channels, the layer was built for {self.channels}")
         if x.dim() == 1:
             return [self.forward(x.reshape(-1, 1))[0].reshape(x.shape)]
-        if self.use_global_stats:
-            factor = self.blobs[2].detach()[0]
-            scale = torch.where(factor == 0, torch.zeros_like(factor), 1.0 / factor)
-            mean = self.blobs[0].detach() * scale
-            var = self.blobs[1].detach() * scale
-            return [F.batch_norm(x, mean, var, training=False, eps=self.eps)]
-        m = x.numel() // self.channels
-        if m > 1:
-            # One fused kernel gives the output and, with momentum 1, the batch mean and the
-            # unbiased (m/(m-1)) batch variance that Caffe accumulates.
-            batch_mean = torch.zeros(self.channels, dtype=x.dtype, device=x.device)
-            batch_var = torch.zeros(self.channels, dtype=x.dtype, device=x.device)
-            top = F.batch_norm(x, batch_mean, batch_var, training=True, momentum=1.0, eps=self.eps)
-            self._accumulate(batch_mean, batch_var)
-            return [top]
+        if self.use_global_stats or x.numel() // self.channels > 1:
+            return [self.normalize(x)]
         dims = [d for d in range(x.dim()) if d != 1]
         mean = x.mean(dim=dims, keepdim=True)
         centred = x - mean
         var = (centred * centred).mean(dim=dims, keepdim=True)
         self._accumulate(mean.reshape(-1), var.reshape(-1))
         return [centred / torch.sqrt(var + self.eps)]
+
+    def normalize(self, x: torch.Tensor, weight: torch.Tensor | None = None,
+                  bias: torch.Tensor | None = None) -> torch.Tensor:
+        """One ``batch_norm`` kernel: global statistics, or the batch's (then accumulated).
+
+        ``weight``/``bias`` apply a following per-channel Scale in the same kernel (see
+        :func:`caffelike.optimize.fuse_batchnorm_scale`). Needs more than one value per channel
+        in training (``forward`` handles the degenerate batch).
+        """
+        if self.use_global_stats:
+            mean, var = self.global_stats()
+            return F.batch_norm(x, mean, var, weight, bias, training=False, eps=self.eps)
+        # With momentum 1 the kernel also returns the batch mean and the unbiased (m/(m-1))
+        # batch variance that Caffe accumulates. Statistics in the parameters' dtype: under
+        # autocast x may be bf16/fp16, which the kernel accepts only with float32 statistics
+        # and affine parameters alike.
+        dtype = weight.dtype if weight is not None else x.dtype
+        batch_mean = torch.zeros(self.channels, dtype=dtype, device=x.device)
+        batch_var = torch.zeros(self.channels, dtype=dtype, device=x.device)
+        top = F.batch_norm(x, batch_mean, batch_var, weight, bias, training=True, momentum=1.0, eps=self.eps)
+        self._accumulate(batch_mean, batch_var)
+        return top
 
     @torch.no_grad()
     def _accumulate(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
