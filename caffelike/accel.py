@@ -18,8 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -29,17 +28,6 @@ from .log import get_logger
 log = get_logger("accel")
 
 AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class AccelOptions:
-    """The speed switches of ``caffelike train|test|time`` (``-compile``, ``-amp``, ...)."""
-
-    compile: bool = False
-    compile_mode: str | None = None
-    amp: str | None = None
-    channels_last: bool | None = None  # None: automatic (see channels_last_auto)
-    cudnn_benchmark: bool = True
 
 
 def amp_dtype(amp: str | None) -> torch.dtype | None:
@@ -171,51 +159,36 @@ def make_loss_scaler(device: torch.device | str, amp: str | None) -> LossScaler:
 
 def amp_train_step(solver, amp: str | None, scaler: LossScaler | None = None,
                    inputs: Mapping[str, torch.Tensor] | None = None) -> float:
-    """One training iteration (iter_size 1) with the forward under autocast; returns the loss.
+    """One training iteration (iter_size 1) of ``solver`` with the forward under ``amp`` and the
+    backward of the ``scaler``-scaled loss: the solver's own pass and update, outside its loop.
 
     Gradients are unscaled before Caffe's update rule runs; a step whose gradients overflowed
-    is skipped (the iteration still counts, as with torch.amp's GradScaler).
+    is skipped (the iteration still counts, as with torch.amp's GradScaler) and gives NaN.
     """
-    net = solver.net
-    params = [info.tensor for info in net.learnable_params]
-    for p in params:
-        p.grad = None
-    with autocast(_device_of(net), amp):
-        blobs = net.run(inputs)
-        objective = net.objective(blobs)
-    objective = objective.float()
-    if objective.requires_grad:
-        (scaler.scaled(objective) if scaler is not None else objective).backward()
-    if scaler is not None and not scaler.unscale(params):
-        log.info("fp16 gradients overflowed; skipping iteration %d (loss scale now %g)", solver.iter, scaler.scale)
-        solver.iter += 1
+    scaler = scaler if scaler is not None else LossScaler(enabled=False)
+    solver._clear_diffs()
+    loss, _ = solver._forward_backward(inputs, amp=amp, scaler=scaler)
+    if not solver._update_unless_overflow(scaler):
         return float("nan")
-    solver.apply_update()
-    value = float(objective.detach())
-    return value if math.isfinite(value) else float("nan")
-
-
-def _device_of(net) -> torch.device:
-    for p in net.parameters():
-        return p.device
-    return torch.device("cpu")
+    return float(loss) if math.isfinite(loss) else float("nan")
 
 
 @contextlib.contextmanager
 def inference(net, amp: str | None = None) -> Iterator[None]:
     """No autograd, optional autocast: the context for deploy forwards (``classify``, ``time``)."""
-    with torch.inference_mode(), autocast(_device_of(net), amp):
+    with torch.inference_mode(), autocast(net._device(), amp):
         yield
 
 
 # -- ONNX Runtime inference engine (``-engine onnxruntime``) -------------------------------------
-class _RunOutputs(torch.nn.Module):
-    """net.run as a module from positional inputs to the net's output tensors (for export)."""
+class NetOutputs(torch.nn.Module):
+    """``net.run`` as a module from positional input tensors to the named output tensors (for
+    ONNX export: ``caffelike export`` and the ONNX Runtime engine)."""
 
-    def __init__(self, net, inputs: list[str], outputs: list[str]):
+    def __init__(self, net, inputs: Sequence[str], outputs: Sequence[str]):
         super().__init__()
         self.net = net
-        self.input_names, self.output_names = inputs, outputs
+        self.input_names, self.output_names = list(inputs), list(outputs)
 
     def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         blobs = self.net.run(dict(zip(self.input_names, xs)))
@@ -242,7 +215,7 @@ class OnnxRuntimeEngine:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on Python-level shape checks
             net.run(dict(zip(self.inputs, examples)))  # folded weights (optimize_net) become constants
-            torch.onnx.export(_RunOutputs(net, self.inputs, self.outputs), examples, buffer,
+            torch.onnx.export(NetOutputs(net, self.inputs, self.outputs), examples, buffer,
                               input_names=self.inputs, output_names=self.outputs,
                               opset_version=opset, dynamo=False)
         options = ort.SessionOptions()

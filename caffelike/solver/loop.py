@@ -11,14 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from google.protobuf import text_format
 
 from .. import accel, guard
-from ..accel import autocast
 from ..errors import SolverError, WeightsError, Where
 from ..log import get_logger
 from ..proto import caffe_pb2
@@ -215,18 +214,31 @@ class Solver:
             if compile:
                 accel.compile_net(net, install=True)
 
-    def _forward_backward(self) -> tuple[float, dict]:
-        with autocast(self.device, self.amp):
-            blobs = self.net.run()
+    def _forward_backward(self, inputs: Mapping[str, torch.Tensor] | None = None, *,
+                          amp: str | None, scaler: accel.LossScaler) -> tuple[float, dict]:
+        """One forward (under ``amp``) and backward (of the ``scaler``-scaled loss); (loss, blobs)."""
+        with accel.autocast(self.device, amp):
+            blobs = self.net.run(inputs)
             objective = self.net.objective(blobs)
         objective = objective.float()
         if objective.requires_grad:
-            self._scaler.scaled(objective).backward()
+            scaler.scaled(objective).backward()
         for name in self.net.output_names:  # pycaffe scripts read solver.net.blobs['loss'].data
             self.net.blobs[name].store("data", blobs[name])
         if self._debug is not None:
             self._debug.after_backward(self._params)
         return F32(objective.detach().item()), blobs
+
+    def _update_unless_overflow(self, scaler: accel.LossScaler) -> bool:
+        """Caffe's update on the unscaled diffs; False (the iteration counted, the weights
+        untouched) when fp16 gradients overflowed."""
+        if scaler.enabled and not scaler.unscale([i.tensor for i in self._params]):
+            log.info("fp16 gradients overflowed; skipping the update of iteration %d "
+                     "(loss scale now %g)", self.iter, scaler.scale)
+            self.iter += 1
+            return False
+        self.apply_update()
+        return True
 
     def step(self, iters: int) -> None:
         """Run ``iters`` training iterations (Caffe's Solver::Step)."""
@@ -256,7 +268,7 @@ class Solver:
             blobs: dict = {}
             for _ in range(max(1, p.iter_size)):
                 blobs = {}  # the previous pass's activations go before the next forward
-                sub_loss, blobs = self._forward_backward()
+                sub_loss, blobs = self._forward_backward(amp=self.amp, scaler=self._scaler)
                 if self.nan_guard and not guard.loss_is_finite(sub_loss):
                     guard.raise_nonfinite(self.net, blobs, self.iter, float(sub_loss))
                 loss = F32(loss + sub_loss)
@@ -272,12 +284,7 @@ class Solver:
             blobs = {}  # release this iteration's activations (the outputs are in net.blobs)
             for cb in self.callbacks:
                 cb.on_gradients_ready()
-            if self._scaler.enabled and not self._scaler.unscale([i.tensor for i in self._params]):
-                log.info("fp16 gradients overflowed; skipping the update of iteration %d "
-                         "(loss scale now %g)", self.iter, self._scaler.scale)
-                self.iter += 1
-            else:
-                self.apply_update()
+            self._update_unless_overflow(self._scaler)
             request = self._requested_action()
             if self.world_size > 1:
                 request = self._synced(request)
@@ -383,7 +390,7 @@ class Solver:
                 request = self._requested_action()
             if self.requested_early_exit:
                 break
-            with torch.no_grad(), autocast(self.device, self.amp):
+            with torch.no_grad(), accel.autocast(self.device, self.amp):
                 blobs = net.run()
                 iter_loss = net.objective(blobs).float().item() if p.test_compute_loss else 0.0
             sums.add(net, blobs, iter_loss)

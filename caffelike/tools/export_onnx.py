@@ -20,31 +20,13 @@ from ..log import get_logger
 log = get_logger("export")
 
 
-class _Traced:
-    """Factory of the torch module that maps input tensors to the output tensors of a net."""
-
-    @staticmethod
-    def build(net, inputs: Sequence[str], outputs: Sequence[str]):
-        import torch
-
-        class NetOutputs(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.net = net
-
-            def forward(self, *tensors):
-                blobs = self.net.run(dict(zip(inputs, tensors)))
-                return tuple(blobs[name] for name in outputs)
-
-        return NetOutputs()
-
-
 def export(model: str, weights: str | None, out: str, opset: int = 17, batch: int | None = None,
            dynamic_batch: bool = True, outputs: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
     """Write ``out`` (ONNX) for the deploy net; returns (input names, output names)."""
     import torch
 
     import caffelike as caffe
+    from ..accel import NetOutputs
 
     net = caffe.Net(model, caffe.TEST, weights=weights) if weights else caffe.Net(model, caffe.TEST)
     net.eval()
@@ -62,7 +44,7 @@ def export(model: str, weights: str | None, out: str, opset: int = 17, batch: in
         if batch:
             shape[0] = batch
         examples.append(torch.zeros(shape, dtype=torch.float32))
-    module = _Traced.build(net, inputs, outs)
+    module = NetOutputs(net, inputs, outs)
     dynamic_axes = {n: {0: "batch"} for n in (*inputs, *outs)} if dynamic_batch else None
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
@@ -85,6 +67,7 @@ def check(model: str, weights: str | None, onnx_path: str, seed: int = 0,
     except ImportError:
         raise CaffelikeError("--check needs onnxruntime: pip install 'caffelike[onnx]'") from None
     import caffelike as caffe
+    from ..accel import NetOutputs
 
     net = caffe.Net(model, caffe.TEST, weights=weights) if weights else caffe.Net(model, caffe.TEST)
     sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
