@@ -130,7 +130,11 @@ class CaffeSGD:
 
 def make_step(name: str, data: torch.Tensor, label: torch.Tensor):
     """A closure running one hand-written training iteration of net ``name``."""
-    model = MODELS[name]()
+    return make_model_step(MODELS[name](), data, label)
+
+
+def make_model_step(model: nn.Module, data: torch.Tensor, label: torch.Tensor):
+    """A closure running one training iteration of ``model``: cross-entropy, Caffe's SGD."""
     model.train()
     opt = CaffeSGD(list(model.parameters()), lr=0.001, momentum=0.9, weight_decay=5e-4)
     target = label.long()

@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import pathlib
-import statistics
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
@@ -26,6 +24,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import baselines  # noqa: E402
 import nets  # noqa: E402
+import run  # noqa: E402
 
 
 def _sync() -> None:
@@ -33,25 +32,9 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def _timed(fn, repeat: int) -> float:
-    _sync()
-    start = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    _sync()
-    return (time.perf_counter() - start) / repeat
-
-
 def alternate(fn_a, fn_b, rounds: int, repeat: int, warmup: int = 3) -> tuple[float, float]:
-    for _ in range(warmup):
-        fn_a()
-        fn_b()
-    a, b = [], []
-    for r in range(rounds):
-        order = ((fn_a, a), (fn_b, b)) if r % 2 == 0 else ((fn_b, b), (fn_a, a))
-        for fn, sink in order:
-            sink.append(_timed(fn, repeat))
-    return statistics.median(a), statistics.median(b)
+    """bench/run.py's alternate, synchronising the GPU around every timed call."""
+    return run.alternate(fn_a, fn_b, rounds, repeat, warmup=warmup, sync=_sync)
 
 
 def _solver(name: str, tmp: pathlib.Path, device: torch.device):

@@ -24,7 +24,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import baselines  # noqa: E402
 import nets  # noqa: E402
-from run import make_solver, train_data  # noqa: E402
+from run import alternate, make_solver, train_data  # noqa: E402
 
 
 def _clock() -> float:
@@ -149,29 +149,9 @@ def depth_times(depths: list[int], rounds: int) -> list[tuple[int, float, float]
             label = torch.randint(0, 10, (4,), generator=gen).float()
             solver.net.blobs["data"].data[...] = data.numpy()
             solver.net.blobs["label"].data[...] = label.numpy()
-            model = DeepThin(depth)
-            opt = baselines.CaffeSGD(list(model.parameters()), lr=0.001, momentum=0.9, weight_decay=5e-4)
-            target = label.long()
-
-            def hand() -> None:
-                opt.zero_grad()
-                loss = F.cross_entropy(model(data), target)
-                loss.backward()
-                opt.step()
-                loss.detach().item()
-
-            a_times, b_times = [], []
-            for r in range(rounds + 2):
-                t = _clock()
-                solver.step(1)
-                a = _clock() - t
-                t = _clock()
-                hand()
-                b = _clock() - t
-                if r >= 2:
-                    a_times.append(a)
-                    b_times.append(b)
-            out.append((depth, statistics.median(a_times), statistics.median(b_times)))
+            hand = baselines.make_model_step(DeepThin(depth), data, label)
+            a, b = alternate(lambda: solver.step(1), hand, rounds, 1)
+            out.append((depth, a, b))
     return out
 
 

@@ -35,15 +35,21 @@ import nets  # noqa: E402
 HERE = pathlib.Path(__file__).resolve().parent
 
 
-def timed(fn, repeat: int) -> float:
+def timed(fn, repeat: int, sync=None) -> float:
+    """Seconds per call of ``fn`` over ``repeat`` calls; ``sync`` (e.g. a CUDA synchronise)
+    runs before the clock starts and before it stops."""
+    if sync is not None:
+        sync()
     start = time.perf_counter()
     for _ in range(repeat):
         fn()
+    if sync is not None:
+        sync()
     return (time.perf_counter() - start) / repeat
 
 
-def alternate(fn_a, fn_b, rounds: int, repeat: int, warmup: int = 2) -> tuple[float, float]:
-    """Median seconds per call of fn_a and fn_b, measured alternately."""
+def alternate(fn_a, fn_b, rounds: int, repeat: int, warmup: int = 2, sync=None) -> tuple[float, float]:
+    """Median seconds per call of fn_a and fn_b, measured alternately (the order flips each round)."""
     for _ in range(warmup):
         fn_a()
         fn_b()
@@ -51,7 +57,7 @@ def alternate(fn_a, fn_b, rounds: int, repeat: int, warmup: int = 2) -> tuple[fl
     for r in range(rounds):
         pair = ((fn_a, a_times), (fn_b, b_times))
         for fn, sink in (pair if r % 2 == 0 else pair[::-1]):
-            sink.append(timed(fn, repeat))
+            sink.append(timed(fn, repeat, sync))
     return statistics.median(a_times), statistics.median(b_times)
 
 

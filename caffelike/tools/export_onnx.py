@@ -67,7 +67,6 @@ def check(model: str, weights: str | None, onnx_path: str, seed: int = 0,
     except ImportError:
         raise CaffelikeError("--check needs onnxruntime: pip install 'caffelike[onnx]'") from None
     import caffelike as caffe
-    from ..accel import NetOutputs
 
     net = caffe.Net(model, caffe.TEST, weights=weights) if weights else caffe.Net(model, caffe.TEST)
     sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
