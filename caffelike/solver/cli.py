@@ -50,7 +50,7 @@ def _accel_flags(parser: FlagParser, optimize: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def _python_layers(args) -> Iterator[None]:
+def _reading_rules(args) -> Iterator[None]:
     """The context in which a command reads and builds its nets (Python layers, strict paths,
     unknown fields), so that the solver file and every net it names follow the same flags."""
     from ..data.paths import strict_paths
@@ -150,7 +150,7 @@ def train(argv: list[str]) -> int:
                         "name the layer)")
     _accel_flags(parser)
     args = parser.parse_args(argv)
-    with _python_layers(args):
+    with _reading_rules(args):
         return _train(args, argv)
 
 
@@ -234,7 +234,7 @@ def test(argv: list[str]) -> int:
     parser.add_argument("--iterations", type=int, default=50, help="number of batches")
     _accel_flags(parser, optimize=True)
     args = parser.parse_args(argv)
-    with _python_layers(args):
+    with _reading_rules(args):
         return _test(args)
 
 
@@ -283,7 +283,7 @@ def time(argv: list[str]) -> int:
     parser.add_argument("--phase", default="", help="TRAIN (default) or TEST")
     _accel_flags(parser, optimize=True)
     args = parser.parse_args(argv)
-    with _python_layers(args):
+    with _reading_rules(args):
         return _time(args)
 
 
