@@ -32,8 +32,10 @@ def _cli(args: list[str], cwd: pathlib.Path | None = None, timeout: int = 300) -
                           text=True, timeout=timeout, env=env)
 
 
-def test_caffe_test_with_books_train_prototxt(tmp_path: pathlib.Path) -> None:
-    """The book's own files, unchanged: its list paths are ../../../../datas/mouth/... from the CWD."""
+@pytest.mark.parametrize("flags", [[], ["-optimize"]], ids=["plain", "optimize"])
+def test_caffe_test_with_books_train_prototxt(tmp_path: pathlib.Path, flags: list[str]) -> None:
+    """The book's own files, unchanged: its list paths are ../../../../datas/mouth/... from the CWD.
+    ``-optimize`` (BatchNorm/Scale folded, ReLU fused) must give Caffe's figures too."""
     work = tmp_path / "a" / "b" / "c" / "d"
     work.mkdir(parents=True)
     (tmp_path / "datas").mkdir()
@@ -41,7 +43,8 @@ def test_caffe_test_with_books_train_prototxt(tmp_path: pathlib.Path) -> None:
     for name in ("train.prototxt", "val_shuffle.txt", "train_shuffle.txt"):
         shutil.copy(BOOK / name, work / name)
     # 25 batches of 16 = the 100 val images exactly 4 times: the same means as Caffe's 100 iterations
-    res = _cli(["test", "-model", "train.prototxt", "-weights", str(WEIGHTS), "-iterations", "25"], cwd=work)
+    res = _cli(["test", "-model", "train.prototxt", "-weights", str(WEIGHTS), "-iterations", "25", *flags],
+               cwd=work)
     assert res.returncode == 0, res.stderr[-3000:]
     acc = re.findall(r"\] acc = ([-\d.e]+)", res.stderr)
     loss = re.findall(r"\] loss = ([-\d.e]+) \(\* 1 = ", res.stderr)
@@ -73,9 +76,13 @@ def test_inference_with_centre_crop_gives_086() -> None:
     assert sum(p == t for p, t in zip(preds, labels)) == 86
 
 
-def test_classify_command_gives_087() -> None:
+@pytest.mark.parametrize("flags", [[], ["-optimize"], ["-engine", "onnxruntime"]],
+                         ids=["torch", "optimize", "onnxruntime"])
+def test_classify_command_gives_087(flags: list[str]) -> None:
+    if "onnxruntime" in flags:
+        pytest.importorskip("onnxruntime")
     res = _cli(["classify", "-model", str(DEPLOY), "-weights", str(WEIGHTS), "-list", str(MOUTH / "val.txt"),
-                "-root_folder", str(MOUTH), "-mean_value", "104.008,116.669,122.675", "-quiet"])
+                "-root_folder", str(MOUTH), "-mean_value", "104.008,116.669,122.675", "-quiet", *flags])
     assert res.returncode == 0, res.stderr[-3000:]
     assert "accuracy = 0.8700 (87/100)" in res.stdout
     matrix = res.stdout.split("predicted class):\n")[1].splitlines()
