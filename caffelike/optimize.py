@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers.base import TEST
+from .layers.base import TEST, canonical_axis
 from .log import get_logger
 
 log = get_logger("optimize")
@@ -204,8 +204,7 @@ def _foldable_scale(lay, module: nn.Module, channels: int) -> bool:
     """A learned per-channel scale on axis 1 (negative axes count from the bottom's end)."""
     if len(lay.bottoms) != 1:
         return False
-    axis = lay.param.scale_param.axis
-    axis += len(module.bottom_shapes[0]) if axis < 0 else 0
+    axis = canonical_axis(lay.param.scale_param.axis, len(module.bottom_shapes[0]), module)
     return axis == 1 and tuple(module.blobs[0].shape) == (channels,)
 
 
@@ -311,7 +310,7 @@ def fuse_batchnorm_scale(net) -> int:
     blobs, params, loss, gradients — is unchanged within float tolerance.
     """
     plan, modules = net.plan, net.layer_modules
-    versions, readers = _consumers(plan)
+    _, readers = _consumers(plan)
     fused = 0
     for i, lay in enumerate(plan.layers):
         if lay.type != "BatchNorm" or isinstance(modules[i], _Delegating) or len(lay.tops) != 1:
