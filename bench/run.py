@@ -132,7 +132,6 @@ def bench_deploy(quick: bool) -> list[dict]:
 
     import caffelike
     from caffelike.accel import OnnxRuntimeEngine
-    from caffelike.optimize import optimize_net
 
     if not hasattr(cv2, "dnn") or not hasattr(cv2.dnn, "readNetFromCaffe"):
         return [{"bench": "deploy", "case": "all", "note": f"OpenCV {cv2.__version__} has no Caffe importer"}]
@@ -147,8 +146,7 @@ def bench_deploy(quick: bool) -> list[dict]:
             random_weights(net)
             weights = os.path.join(tmp, f"{name}.caffemodel")
             net.save(weights)
-            fast = caffelike.Net(str(proto), weights, caffelike.TEST)
-            optimize_net(fast)
+            fast = caffelike.Net(str(proto), weights, caffelike.TEST, optimize=True)
             cv_net = cv2.dnn.readNetFromCaffe(str(proto), weights)
             cv_net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
             in_name = net.inputs[0]
