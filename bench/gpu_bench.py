@@ -2,7 +2,7 @@
 
     python bench/gpu_bench.py [--quick] [--markdown OUT]
 
-Training rows time caffelike's iteration (``Solver.step`` for fp32, :func:`caffelike.accel.amp_train_step`
+Training rows time caffelike's iteration (``Solver.step`` for fp32, ``Solver.train_step``
 under AMP, the compiled ``net.run`` for compile) against the hand-written PyTorch model in the
 same mode, alternately, on the same in-memory batch; ratio = hand-written time / caffelike
 time (>= 0.97 is the target). Inference rows time ``optimize_net`` + ``net.run`` under
@@ -70,7 +70,7 @@ def _hand(name: str, data, label, amp: str | None, compiled: bool):
 def bench_train(quick: bool, device: torch.device, names: list[str] | None = None,
                 use_compile: bool = True) -> list[dict]:
     from caffelike import accel
-    from caffelike.optimize import fuse_batchnorm_scale
+    from caffelike.net.fold import fuse_batchnorm_scale
 
     rows = []
     modes = [("fp32", None, False), ("amp bf16", "bf16", False), ("amp fp16", "fp16", False),
@@ -86,13 +86,13 @@ def bench_train(quick: bool, device: torch.device, names: list[str] | None = Non
             inputs = {"data": data, "label": label}
             for mode, amp, compiled in modes:
                 solver = _solver(name, pathlib.Path(tmp), device)
-                fuse_batchnorm_scale(solver.net)
+                fuse_batchnorm_scale(solver.net.graph)
                 if compiled:
                     accel.compile_net(solver.net, install=True)
                 scaler = accel.make_loss_scaler(device, amp)
 
                 def ours() -> None:
-                    accel.amp_train_step(solver, amp, scaler if scaler.enabled else None, inputs)
+                    solver.train_step(inputs, amp=amp, scaler=scaler if scaler.enabled else None)
 
                 hand = _hand(name, data, label, amp, compiled)
                 t_ours, t_hand = alternate(ours, hand, 3 if quick else 5, 5 if quick else 10)
@@ -109,7 +109,7 @@ def bench_deploy(quick: bool, device: torch.device, names: list[str] | None = No
 
     import caffelike
     from caffelike import accel
-    from caffelike.optimize import optimize_net
+    from caffelike.net.fold import optimize_net
 
     from run import random_weights
 

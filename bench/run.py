@@ -217,7 +217,7 @@ def _peak_rss_mb() -> float:
 def child_memory(name: str, which: str) -> None:
     """Peak RSS of 5 training iterations; both sides import the same modules first."""
     import caffelike  # noqa: F401  (so both children pay the same imports)
-    from caffelike.optimize import fuse_batchnorm_scale  # noqa: F401
+    from caffelike.net.fold import fuse_batchnorm_scale  # noqa: F401
 
     data, label = train_data(name)
     base = _peak_rss_mb()

@@ -1,22 +1,22 @@
 """Fast paths that leave results within float tolerance: torch.compile, AMP, channels_last, cuDNN.
 
-* :func:`compile_net` wraps ``net.run`` in ``torch.compile`` (``-compile`` / ``compile=True``);
-  with ``install=True`` the net's own ``run`` is replaced, so the solver and tools pick it up
-  without knowing.
+* :func:`compile_net` wraps the net's eager pass in ``torch.compile`` (``-compile`` /
+  ``compile=True``); with ``install=True`` the net's ``run`` uses it (``Net.set_runner``), so
+  the solver and tools pick it up without knowing.
 * :func:`autocast` is the ``-amp bf16|fp16`` context (a no-op without AMP); :class:`LossScaler`
   is dynamic loss scaling for fp16 (Caffe's update rules need unscaled diffs, so the scaler
   divides them back before the update and skips a step whose gradients overflowed).
-* :func:`amp_train_step` is one solver iteration under AMP (forward, scaled backward,
-  unscale, Caffe's ``apply_update``).
-* :func:`use_channels_last` puts 4-axis convolution weights in channels_last layout, which
-  helps convolutions on CUDA under AMP (tensor cores); :func:`channels_last_auto` says when.
+* :func:`use_channels_last` asks each layer to store its weights channels_last where it
+  prefers that (4-axis convolutions), which helps on CUDA under AMP (tensor cores) and lets
+  oneDNN skip reorders on the CPU; :func:`channels_last_auto` says when the solver does it.
 * :func:`configure_backends` sets cuDNN autotuning (and keeps TF32 off unless asked, since
   goldens are float32).
+* :func:`inference` is the no-autograd context of deploy forwards; :class:`NetOutputs` and
+  :class:`OnnxRuntimeEngine` are the ONNX export module and the ``-engine onnxruntime`` path.
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -61,24 +61,20 @@ def configure_backends(cudnn_benchmark: bool = True, allow_tf32: bool = False) -
 # -- torch.compile ------------------------------------------------------------------------------
 def compile_net(net, *, mode: str | None = None, backend: str = "inductor", dynamic: bool = False,
                 install: bool = False) -> Callable[[Mapping[str, torch.Tensor] | None], dict]:
-    """``torch.compile`` of ``net.run``; with ``install`` the net's ``run`` becomes the compiled one.
+    """``torch.compile`` of the net's eager pass; with ``install`` the net's ``run`` uses it.
 
     Pass every Input blob in ``inputs`` (reading the pycaffe blobs inside the compiled region
     costs a graph break). Parameters are read at call time, so loaded weights are seen.
     """
-    eager = net.__dict__.get("_eager_run") or net.run
-    compiled = torch.compile(eager, mode=mode, backend=backend, dynamic=dynamic)
+    compiled = torch.compile(net.eager_run, mode=mode, backend=backend, dynamic=dynamic)
     if install:
-        object.__setattr__(net, "_eager_run", eager)
-        object.__setattr__(net, "run", compiled)
+        net.set_runner(compiled)
     return compiled
 
 
 def uncompile_net(net) -> None:
     """Undo ``compile_net(..., install=True)``."""
-    if "_eager_run" in net.__dict__:
-        del net.__dict__["run"]
-        del net.__dict__["_eager_run"]
+    net.set_runner(None)
 
 
 # -- channels_last ------------------------------------------------------------------------------
@@ -86,25 +82,17 @@ def channels_last_auto(net, device: torch.device | str, amp: str | None) -> bool
     """channels_last pays on CUDA with AMP for nets made mostly of 2-D convolutions."""
     if torch.device(device).type != "cuda" or amp_dtype(amp) is None:
         return False
-    kinds = [lay.type for lay in net.plan.layers]
-    return kinds.count("Convolution") >= 2
+    return sum(module.prefers_channels_last for _, module in net.graph.pairs()) >= 2
 
 
 def use_channels_last(net) -> int:
-    """Store every 4-axis Convolution weight channels_last; returns how many were converted.
+    """Store the weights of the layers that prefer it (4-axis convolutions) channels_last;
+    returns how many changed.
 
     Activations follow the layout of the convolution weights and inputs; pycaffe's ``.data``
     views still read and write the right elements (numpy follows the strides).
     """
-    done = 0
-    for lay, module in zip(net.plan.layers, net.layer_modules):
-        if lay.type != "Convolution" or not len(module.blobs):
-            continue
-        weight = module.blobs[0]
-        if weight.dim() == 4:
-            weight.data = weight.data.contiguous(memory_format=torch.channels_last)
-            done += 1
-    return done
+    return sum(bool(module.to_channels_last()) for _, module in net.graph.pairs())
 
 
 def channels_last_inputs(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -147,9 +135,6 @@ class LossScaler:
             self._clean = 0
         return True
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"scale": self.scale, "clean": self._clean}
-
 
 def make_loss_scaler(device: torch.device | str, amp: str | None) -> LossScaler:
     """A scaler that works only for fp16 on CUDA (bf16 and fp32 have fp32's exponent range)."""
@@ -157,26 +142,10 @@ def make_loss_scaler(device: torch.device | str, amp: str | None) -> LossScaler:
     return LossScaler(enabled=enabled)
 
 
-def amp_train_step(solver, amp: str | None, scaler: LossScaler | None = None,
-                   inputs: Mapping[str, torch.Tensor] | None = None) -> float:
-    """One training iteration (iter_size 1) of ``solver`` with the forward under ``amp`` and the
-    backward of the ``scaler``-scaled loss: the solver's own pass and update, outside its loop.
-
-    Gradients are unscaled before Caffe's update rule runs; a step whose gradients overflowed
-    is skipped (the iteration still counts, as with torch.amp's GradScaler) and gives NaN.
-    """
-    scaler = scaler if scaler is not None else LossScaler(enabled=False)
-    solver._clear_diffs()
-    loss, _ = solver._forward_backward(inputs, amp=amp, scaler=scaler)
-    if not solver._update_unless_overflow(scaler):
-        return float("nan")
-    return float(loss) if math.isfinite(loss) else float("nan")
-
-
 @contextlib.contextmanager
 def inference(net, amp: str | None = None) -> Iterator[None]:
     """No autograd, optional autocast: the context for deploy forwards (``classify``, ``time``)."""
-    with torch.inference_mode(), autocast(net._device(), amp):
+    with torch.inference_mode(), autocast(net.device, amp):
         yield
 
 

@@ -110,12 +110,12 @@ def _diagnose(net: "Net", inputs: Mapping[str, torch.Tensor]) -> NonFinite | Non
     record: list[tuple[int, list[torch.Tensor], list[torch.Tensor]]] = []
     with torch.enable_grad():
         for i, lay in enumerate(plan.layers):
-            module = net.layer_modules[i]
+            module = net.graph.module(i)
             for k, p in enumerate(_param_tensors(module)):
                 if (value := _bad(p)) is not None:
                     return NonFinite(lay.name, lay.type, lay.where, "forward", f"param {k}", value)
             bottoms = [values[b] for b in lay.bottoms if b in values]
-            net._run_range(i, i, values, pycaffe=False)
+            net.graph.run_range(i, i, values)
             tops = [values[t] for t in lay.tops]
             for name, t in zip(lay.tops, tops):
                 if (value := _bad(t)) is not None:
@@ -165,7 +165,7 @@ def _diagnose_backward(net: "Net", objective: torch.Tensor,
         pairs = [(t, g) for t, g in pairs if g is not None and t.grad_fn is not None]
         if not pairs or any(_bad(g) for _, g in pairs):
             continue  # nothing reaches it, or the fault is downstream (already checked)
-        params = _param_tensors(net.layer_modules[i])
+        params = _param_tensors(net.graph.module(i))
         local = _grads([t for t, _ in pairs], [*bottoms, *params], [g for _, g in pairs])
         for k, g in enumerate(local):
             if (value := _bad(g)) is not None:

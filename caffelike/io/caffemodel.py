@@ -155,19 +155,32 @@ def open_hdf5_weights(path: str) -> Iterator[Any]:
         raise WeightsError(f"cannot read HDF5 weights ({exc})", Where(file=path)) from None
 
 
-def _load_hdf5_weights(path: str) -> dict[str, list[np.ndarray]]:
-    """Caffe's HDF5 weights: group ``data``, one subgroup per layer, datasets "0", "1", ..."""
-    weights: dict[str, list[np.ndarray]] = {}
+def read_hdf5_weights(path: str) -> dict[str, dict[int, np.ndarray]]:
+    """Caffe's HDF5 weights (group ``data``, one subgroup per layer, datasets "0", "1", ...) as
+    layer name -> {blob index: float32 array}, in file order. Caffe's ToHDF5 leaves out the
+    blobs a layer shares with an earlier one, so an index may be missing."""
+    weights: dict[str, dict[int, np.ndarray]] = {}
     with open_hdf5_weights(path) as handle:
         for layer_name, group in handle["data"].items():
-            names = [str(i) for i in range(len(group.keys()))]
-            missing = [n for n in names if n not in group]
-            if missing:
-                # Caffe's ToHDF5 leaves out the blobs a layer shares with an earlier one.
-                raise WeightsError(f"blob {missing[0]} is not stored (a shared blob?); load this "
-                                   "file into a net with copy_from instead",
-                                   Where(file=path, layer=layer_name))
-            weights[layer_name] = [np.asarray(group[n], dtype=np.float32) for n in names]
+            arrays: dict[int, np.ndarray] = {}
+            for key in group:
+                if not key.isdigit():
+                    raise WeightsError(f"dataset '{key}' is not a blob index", Where(file=path, layer=layer_name))
+                arrays[int(key)] = np.asarray(group[key], dtype=np.float32)
+            weights[layer_name] = dict(sorted(arrays.items()))
+    return weights
+
+
+def _load_hdf5_weights(path: str) -> dict[str, list[np.ndarray]]:
+    """Every layer's blobs as a list; a file missing a (shared) blob cannot be read this way."""
+    weights: dict[str, list[np.ndarray]] = {}
+    for layer_name, arrays in read_hdf5_weights(path).items():
+        missing = [i for i in range(len(arrays)) if i not in arrays]
+        if missing:
+            raise WeightsError(f"blob {missing[0]} is not stored (a shared blob?); load this "
+                               "file into a net with copy_from instead",
+                               Where(file=path, layer=layer_name))
+        weights[layer_name] = [arrays[i] for i in range(len(arrays))]
     return weights
 
 

@@ -42,7 +42,8 @@ class LayerInfo:
     tops: tuple[int, int | None]
     is_loss: bool = False
     stats_blobs: bool = False  # blobs are statistics, not learned: lr_mult forced to 0 (BatchNorm)
-    is_data: bool = False  # produces data from a source (no bottoms); excluded from the shape sweep
+    is_data: bool = False  # reads a dataset (no bottoms): the solver seeds and shards it
+    is_input: bool = False  # its tops are the net's inputs, fed by the caller (Input)
 
     def check_counts(self, n_bottoms: int, n_tops: int, where: Where) -> None:
         for what, n, (lo, hi) in (("bottom", n_bottoms, self.bottoms), ("top", n_tops, self.tops)):
@@ -65,13 +66,14 @@ def _counts(spec: int | tuple[int, int | None]) -> tuple[int, int | None]:
 
 def register_layer(type_name: str, *, bottoms: int | tuple[int, int | None] = 1,
                    tops: int | tuple[int, int | None] = 1, loss: bool = False,
-                   stats_blobs: bool = False, is_data: bool = False) -> Callable[[type["Layer"]], type["Layer"]]:
+                   stats_blobs: bool = False, is_data: bool = False,
+                   is_input: bool = False) -> Callable[[type["Layer"]], type["Layer"]]:
     """Class decorator: register a Layer subclass under Caffe's type string."""
 
     def wrap(cls: type[Layer]) -> type[Layer]:
         cls.caffe_type = type_name
         LAYERS.register(type_name, LayerInfo(type_name, cls, _counts(bottoms), _counts(tops),
-                                             loss, stats_blobs, is_data))
+                                             loss, stats_blobs, is_data, is_input))
         return cls
 
     return wrap
@@ -88,6 +90,7 @@ class Layer(nn.Module):
     """
 
     caffe_type: ClassVar[str] = ""
+    prefers_channels_last: ClassVar[bool] = False  # runs faster on channels_last activations
 
     def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: Sequence[Shape],
                  phase: int = TEST, where: Where | None = None):
@@ -136,6 +139,68 @@ class Layer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.param.name!r}, type={self.caffe_type!r}"
+
+    # -- facts the net asks of a layer (defaults: a plain layer) ------------------------------
+    @classmethod
+    def allow_force_backward(cls, bottom: int) -> bool:
+        """Caffe's Layer::AllowForceBackward: may ``force_backward`` send a gradient to this bottom?"""
+        return True
+
+    def affine(self, channels: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(scale, shift)`` in float64 when this layer maps each channel (axis 1) of its one
+        bottom to ``x * scale + shift`` with ``channels`` channels; None otherwise (deploy folding)."""
+        return None
+
+    def fold_head(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """``(weight, bias)`` with output channels first, when this layer is a linear map that a
+        following per-channel affine layer may fold into (see :meth:`run_folded`); else None."""
+        return None
+
+    def run_folded(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """This layer's forward with ``weight``/``bias`` (the layout of :meth:`fold_head`) in place of its blobs."""
+        raise NotImplementedError(f"{self.caffe_type} cannot run folded weights")
+
+    def learned_channel_affine(self, channels: int) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """The live ``(scale, shift or None)`` blobs when this layer multiplies each of ``channels``
+        channels (axis 1) of its one bottom by a learned scale and adds a learned shift; else None."""
+        return None
+
+    def fused_activation(self) -> float | None:
+        """The negative slope when this layer is a (leaky) ReLU that may run fused into the layer before it."""
+        return None
+
+    def fuse_in_place(self, follower: "Layer") -> nn.Module | None:
+        """A module computing this layer and then ``follower`` (which rewrites this layer's only
+        top in place), with the same values and gradients; None when they cannot fuse."""
+        return None
+
+    def to_channels_last(self) -> bool:
+        """Store the blobs that profit from it channels_last; whether anything changed."""
+        return False
+
+
+class Delegating(nn.Module):
+    """A stand-in for a layer module that answers every other question as the original does."""
+
+    def __init__(self, original: nn.Module):
+        super().__init__()
+        self.original = original
+
+    @property
+    def blobs(self) -> nn.ParameterList:  # Caffe's parameter blobs stay the original's
+        return self.original.blobs
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["original"], name)
+
+    def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
+        return self.original.top_shapes(bottom_shapes)
+
+    def reshape(self, bottom_shapes: Sequence[Shape]) -> None:
+        self.original.reshape(bottom_shapes)
 
 
 @contextlib.contextmanager

@@ -69,6 +69,16 @@ class InnerProduct(Layer):
         out = F.linear(flat, weight.t() if ip.transpose else weight, bias)
         return [out.reshape(*x.shape[:axis], self.num_output)]
 
+    def fold_head(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        ip = self.param.inner_product_param
+        if ip.axis != 1:
+            return None
+        weight = self.blobs[0]
+        return (weight.t() if ip.transpose else weight), (self.blobs[1] if ip.bias_term else None)
+
+    def run_folded(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.reshape(x.shape[0], -1), weight, bias)
+
 
 # -- Scale and Bias ---------------------------------------------------------------------------
 def _operand_shape(layer: Layer, shape: Shape, axis_param: int, num_axes: int) -> Shape:
@@ -162,6 +172,24 @@ class Scale(Layer):
         if sp.bias_term:  # one fused kernel for x*s + b
             return [torch.addcmul(_broadcastable(self, x, self.blobs[-1], sp.axis, "bias"), x, s)]
         return [x * s]
+
+    def learned_channel_affine(self, channels: int) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        sp = self.param.scale_param
+        if len(self.bottom_shapes) != 1 or len(self.bottom_shapes[0]) < 2:
+            return None
+        axis = canonical_axis(sp.axis, len(self.bottom_shapes[0]), self)
+        if axis != 1 or tuple(self.blobs[0].shape) != (channels,):
+            return None
+        return self.blobs[0], (self.blobs[1] if sp.bias_term else None)
+
+    def affine(self, channels: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        params = self.learned_channel_affine(channels)
+        if params is None:
+            return None
+        gamma, beta = params
+        gamma = gamma.detach().to(torch.float64).reshape(-1)
+        shift = beta.detach().to(torch.float64).reshape(-1) if beta is not None else torch.zeros_like(gamma)
+        return gamma, shift
 
 
 # -- Eltwise ----------------------------------------------------------------------------------

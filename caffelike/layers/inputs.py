@@ -38,12 +38,12 @@ def _pick(values: Sequence, i: int):
     return values[0] if len(values) == 1 else values[i]
 
 
-@register_layer("Input", bottoms=0, tops=(1, None))
+@register_layer("Input", bottoms=0, tops=(1, None), is_input=True)
 class Input(_SourceLayer):
     """The net's fed inputs: one ``shape`` for all tops, one per top, or none (shape ``()``).
 
     ``forward()`` returns zero-filled blobs of :attr:`shapes` (Caffe allocates zeros); the net
-    replaces them with the arrays it is given. The net may assign :attr:`shapes` on reshape.
+    replaces them with the arrays it is given. The net reshapes them with :meth:`set_shapes`.
     """
 
     def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: Sequence[Shape] = (),
@@ -59,6 +59,10 @@ class Input(_SourceLayer):
 
     def top_shapes(self, bottom_shapes: Sequence[Shape] = ()) -> list[Shape]:
         return list(self.shapes)
+
+    def set_shapes(self, shapes: Sequence[Shape]) -> None:
+        """New shapes for the tops (the net's reshape, after the caller reshaped its input blobs)."""
+        self.shapes = [tuple(int(d) for d in s) for s in shapes]
 
     def forward(self) -> list[torch.Tensor]:
         return [torch.zeros(s, dtype=torch.float32, device=self.device) for s in self.shapes]

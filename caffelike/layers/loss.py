@@ -67,6 +67,10 @@ class LossLayer(Layer):
 
     check_first_axis = True
 
+    @classmethod
+    def allow_force_backward(cls, bottom: int) -> bool:
+        return bottom != 1  # Caffe's LossLayer: never the label
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         shapes = self.bottom_shapes
@@ -380,6 +384,10 @@ class EuclideanLoss(LossLayer):
     Golden ``EuclideanLoss__basic``.
     """
 
+    @classmethod
+    def allow_force_backward(cls, bottom: int) -> bool:
+        return True  # both bottoms are predictions
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         a, b = self.bottom_shapes[0], self.bottom_shapes[1]
@@ -461,6 +469,10 @@ class ContrastiveLoss(LossLayer):
     ``legacy_version``; summed / 2N. Caffe semantics: the backward divides by d + 1e-4.
     Golden ``ContrastiveLoss__margin1``, ``ContrastiveLoss__legacy_margin1``.
     """
+
+    @classmethod
+    def allow_force_backward(cls, bottom: int) -> bool:
+        return bottom != 2  # the similarity label
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

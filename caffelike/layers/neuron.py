@@ -130,6 +130,9 @@ class ReLU(_NeuronLayer):
         # negative_slope * dy (0 included); it runs in one kernel and saves no extra tensor.
         return [self.fn(x)]
 
+    def fused_activation(self) -> float | None:
+        return self.negative_slope
+
 
 @register_layer("Sigmoid")
 class Sigmoid(_NeuronLayer):

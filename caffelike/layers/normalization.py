@@ -6,9 +6,10 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..proto import caffe_pb2
-from .base import TEST, TRAIN, Layer, Shape, register_layer
+from .base import TEST, TRAIN, Delegating, Layer, Shape, register_layer
 from .vision import PoolGeometry, ave_pool
 
 NormRegion = caffe_pb2.LRNParameter
@@ -82,7 +83,7 @@ class BatchNorm(Layer):
         """One ``batch_norm`` kernel: global statistics, or the batch's (then accumulated).
 
         ``weight``/``bias`` apply a following per-channel Scale in the same kernel (see
-        :func:`caffelike.optimize.fuse_batchnorm_scale`). Needs more than one value per channel
+        :func:`caffelike.net.fold.fuse_batchnorm_scale`). Needs more than one value per channel
         in training (``forward`` handles the degenerate batch).
         """
         if self.use_global_stats:
@@ -106,6 +107,40 @@ class BatchNorm(Layer):
         self.blobs[2].mul_(maf).add_(1.0)
         self.blobs[0].mul_(maf).add_(mean)
         self.blobs[1].mul_(maf).add_(unbiased_var)
+
+    def affine(self, channels: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """With global statistics, ``x * s - mean * s`` for ``s = 1/sqrt(var + eps)`` (float64)."""
+        if not self.use_global_stats or self.channels != channels:
+            return None
+        mean, var = self.global_stats(torch.float64)
+        s = 1.0 / torch.sqrt(var + float(self.eps))
+        return s, -mean * s
+
+    def fuse_in_place(self, follower: Layer) -> nn.Module | None:
+        """An in-place per-channel Scale after this layer runs in the same kernel (training too)."""
+        if follower.learned_channel_affine(self.channels) is None:
+            return None
+        return FusedBatchNormScale(self, follower)
+
+
+class FusedBatchNormScale(Delegating):
+    """BatchNorm followed by an in-place per-channel Scale, as one ``F.batch_norm`` with affine.
+
+    Same values and exact gradients as the two layers (Caffe's backward of both is the exact
+    one); BatchNorm's running sums are updated as the BatchNorm layer does. The Scale's
+    parameters are read at each call, so sharing and loading weights are seen.
+    """
+
+    def __init__(self, batch_norm: BatchNorm, scale: Layer):
+        super().__init__(batch_norm)
+        object.__setattr__(self, "_scale", scale)  # not a submodule: it stays registered where it was
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        bn, scale = self.original, self._scale
+        if not bn.use_global_stats and x.numel() // bn.channels <= 1:
+            return scale(*bn(x))  # BatchNorm's own degenerate-batch path, then the Scale
+        gamma, beta = scale.learned_channel_affine(bn.channels)
+        return [bn.normalize(x, gamma, beta)]
 
 
 # --------------------------------------------------------------------------------------------

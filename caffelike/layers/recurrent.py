@@ -80,6 +80,10 @@ class LSTMUnit(Layer):
     h = sigmoid(o)*tanh(c). No gradient to cont. Golden ``LSTMUnit__N2_H3``.
     """
 
+    @classmethod
+    def allow_force_backward(cls, bottom: int) -> bool:
+        return bottom != 2  # the sequence-continuation indicators
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._check(self.bottom_shapes)
@@ -105,6 +109,10 @@ class LSTMUnit(Layer):
 
 class _Recurrent(Layer):
     """Shared set-up of LSTM and RNN: bottom/top layout, checks, parameter creation, state."""
+
+    @classmethod
+    def allow_force_backward(cls, bottom: int) -> bool:
+        return bottom != 1  # the sequence-continuation indicators
 
     num_states = 1  # recurrent state blobs: h (RNN) or h, c (LSTM)
     gate_factor = 1  # rows of the input transforms per output unit (4 for LSTM)

@@ -219,6 +219,27 @@ class Convolution(_ConvBase):
     division); ``axis`` picks the channel axis. Golden: ``Convolution__*``.
     """
 
+    prefers_channels_last = True
+
+    def fold_head(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        if self.geom.axis != 1:
+            return None
+        return self.blobs[0], (self.blobs[1] if self.bias_term else None)
+
+    def run_folded(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        g = self.geom
+        outer, x2 = _split_batch(x, g.axis)
+        y = self._fn(x2, weight, bias=bias, stride=g.stride, padding=g.pad, dilation=g.dilation,
+                     groups=self.group)
+        return y.reshape(outer + tuple(y.shape[1:]))
+
+    def to_channels_last(self) -> bool:
+        if not len(self.blobs) or self.blobs[0].dim() != 4:
+            return False
+        weight = self.blobs[0]
+        weight.data = weight.data.contiguous(memory_format=torch.channels_last)
+        return True
+
 
 @register_layer("Deconvolution", bottoms=(1, None), tops=(1, None))
 class Deconvolution(_ConvBase):

@@ -65,7 +65,7 @@ def _reading_rules(args) -> Iterator[None]:
 def _accelerate(net, args, device) -> None:
     """Apply -optimize / -compile to a net built by test or time."""
     from .. import accel
-    from ..optimize import optimize_net
+    from ..net.fold import optimize_net
 
     accel.amp_dtype(args.amp)  # an unknown name is a user error before any work
     if getattr(args, "optimize", False):

@@ -37,7 +37,7 @@ class DebugInfo:
         self.enabled = False
         self._bottom_diffs: dict[int, list[tuple[str, float]]] = {}
         self._handles = [m.register_forward_hook(self._forward_hook(i))
-                         for i, m in enumerate(net.layer_modules)]
+                         for i, (_, m) in enumerate(net.graph.pairs())]
 
     def _forward_hook(self, index: int):
         def hook(module, inputs, outputs) -> None:
@@ -69,7 +69,7 @@ class DebugInfo:
             lay = self.net.plan.layers[index]
             for name, value in self._bottom_diffs.get(index, []):
                 log.info("    [Backward] Layer %s, bottom blob %s diff: %s", lay.name, name, num(value))
-            for j, blob in enumerate(self.net.layer_modules[index].blobs):
+            for j, blob in enumerate(self.net.graph.module(index).blobs):
                 if blob.requires_grad and blob.grad is not None:
                     log.info("    [Backward] Layer %s, param blob %d diff: %s", lay.name, j,
                              num(_mean_abs(blob.grad)))

@@ -65,11 +65,12 @@ class Solver:
             solver_file = os.fspath(param)
             param = read_solver_file(solver_file)
         else:
-            from ..io.upgrade import upgrade_solver
+            from ..io.upgrade import solver_needs_upgrade, upgrade_solver
 
             copy = caffe_pb2.SolverParameter()
             copy.CopyFrom(param)
-            param = upgrade_solver(copy)
+            # read_solver has upgraded a solver read from a file; one built in code may be legacy.
+            param = upgrade_solver(copy) if solver_needs_upgrade(copy) else copy
         if self.solver_type is not None:
             param.type = self.solver_type
         self.param = param
@@ -100,10 +101,11 @@ class Solver:
         if param.random_seed >= 0:
             from ..mode import set_random_seed
             set_random_seed(param.random_seed + rank)
-        self.net = build_net(train_net_source(param, solver_file), self.device)
+        files: dict = {}  # each net file is read once, also when train and test nets share it
+        self.net = build_net(train_net_source(param, solver_file, files), self.device)
         self._load_weights(self.net)
         self.test_nets = [build_net(src, self.device, i)
-                          for i, src in enumerate(test_net_sources(param, solver_file))]
+                          for i, src in enumerate(test_net_sources(param, solver_file, files))]
         for net in self.test_nets:
             self._load_weights(net)
             net.share_trained_layers_with(self.net)
@@ -149,17 +151,16 @@ class Solver:
                     log.info(messages.finetuning_from(name))
                 net.copy_trained_layers_from(name)
 
-    def _data_modules(self, net) -> list:
-        return [m for m in getattr(net, "layer_modules", []) if hasattr(m, "set_shard") or hasattr(m, "set_seed")]
-
     def _seed_data_layers(self) -> None:
         """Give data layers the run's seed and, in a distributed run, their share of the items."""
         seed = self.param.random_seed
-        for module in self._data_modules(self.net):
-            if seed >= 0 and hasattr(module, "set_seed"):
+        for lay, module in self.net.graph.pairs():
+            if not lay.info.is_data:
+                continue
+            if seed >= 0:
                 # The same seed on every rank: shuffles agree, so the shards never overlap.
                 module.set_seed(seed)
-            if self.world_size > 1 and hasattr(module, "set_shard"):
+            if self.world_size > 1:
                 module.set_shard(self.rank, self.world_size)
 
     def add_callback(self, callback) -> None:
@@ -199,7 +200,7 @@ class Solver:
     def _setup_accel(self, amp: str | None, compile: bool, fuse: bool,
                      channels_last: bool | None) -> None:
         """BatchNorm+Scale fusion, ``-amp`` (autocast, fp16 loss scaling), channels_last, ``-compile``."""
-        from ..optimize import fuse_batchnorm_scale
+        from ..net.fold import fuse_batchnorm_scale
 
         self.amp = amp if accel.amp_dtype(amp) is not None else None
         self._scaler = accel.make_loss_scaler(self.device, self.amp)
@@ -207,7 +208,7 @@ class Solver:
             accel.configure_backends()
         for net in [self.net] + self.test_nets:
             if fuse:  # Caffe's in-place BatchNorm+Scale as one kernel: same values, never visible
-                fuse_batchnorm_scale(net)
+                fuse_batchnorm_scale(net.graph)
             if (accel.channels_last_auto(net, self.device, self.amp) if channels_last is None
                     else channels_last):
                 accel.use_channels_last(net)
@@ -239,6 +240,21 @@ class Solver:
             return False
         self.apply_update()
         return True
+
+    def train_step(self, inputs: Mapping[str, torch.Tensor] | None = None, *, amp: str | None = None,
+                   scaler: accel.LossScaler | None = None) -> float:
+        """One bare training iteration (iter_size 1; no test, display or snapshot): forward under
+        ``amp``, backward of the ``scaler``-scaled loss, Caffe's update on the unscaled diffs.
+
+        A step whose fp16 gradients overflowed is skipped (the iteration still counts, as with
+        torch.amp's GradScaler) and gives NaN.
+        """
+        scaler = scaler if scaler is not None else accel.LossScaler(enabled=False)
+        self._clear_diffs()
+        loss, _ = self._forward_backward(inputs, amp=amp, scaler=scaler)
+        if not self._update_unless_overflow(scaler):
+            return float("nan")
+        return float(loss) if np.isfinite(loss) else float("nan")
 
     def step(self, iters: int) -> None:
         """Run ``iters`` training iterations (Caffe's Solver::Step)."""

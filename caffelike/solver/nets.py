@@ -2,11 +2,13 @@
 
 The NetState of each net starts from the solver default (TRAIN or TEST), then merges the
 net file's own ``state``, then ``train_state`` / ``test_state[i]`` (highest precedence).
-Net files are read relative to the current directory, as in Caffe.
+Net files are read relative to the current directory, as in Caffe, each once: the parsed
+NetParameter and its source map travel in the :class:`NetSource` to the ``Net``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import SolverError, Where
 from ..log import get_logger
@@ -20,18 +22,25 @@ TRAIN, TEST = 0, 1
 
 @dataclass
 class NetSource:
-    """Where one net comes from: a file path or an inline NetParameter, and its final state."""
+    """One net: where it comes from, its NetParameter (read once) with the file's source map, its final state."""
 
     description: str
     path: str | None
-    param: caffe_pb2.NetParameter | None
+    param: caffe_pb2.NetParameter
+    source_map: Any
     state: caffe_pb2.NetState
 
 
-def _read_net_param(path: str) -> caffe_pb2.NetParameter:
-    from ..io import read_net
+NetFiles = dict[str, tuple[caffe_pb2.NetParameter, Any]]
 
-    return read_net(path)[0]
+
+def _read_net_file(path: str, files: NetFiles) -> tuple[caffe_pb2.NetParameter, Any]:
+    """The parsed net file and its source map; a file named again (train and test) is not read again."""
+    if path not in files:
+        from ..io import read_net
+
+        files[path] = read_net(path)
+    return files[path]
 
 
 def _merged_state(phase: int, file_state: caffe_pb2.NetState,
@@ -47,7 +56,8 @@ def _where(solver_file: str | None) -> Where | None:
     return Where(file=solver_file) if solver_file else None
 
 
-def train_net_source(param: caffe_pb2.SolverParameter, solver_file: str | None = None) -> NetSource:
+def train_net_source(param: caffe_pb2.SolverParameter, solver_file: str | None = None,
+                     files: NetFiles | None = None) -> NetSource:
     """The train net of ``param`` (exactly one of net, net_param, train_net, train_net_param)."""
     fields = [f for f in ("net", "net_param", "train_net", "train_net_param") if param.HasField(f)]
     if len(fields) != 1:
@@ -59,15 +69,16 @@ def train_net_source(param: caffe_pb2.SolverParameter, solver_file: str | None =
         net_param = getattr(param, field)
         desc = f"specified in {field}."
         log.info(messages.creating_train_net(desc))
-        return NetSource(desc, None, net_param, _merged_state(TRAIN, net_param.state, param.train_state))
+        return NetSource(desc, None, net_param, None, _merged_state(TRAIN, net_param.state, param.train_state))
     path = getattr(param, field)
     desc = f"from {'net' if field == 'net' else 'train_net'} file: {path}"
     log.info(messages.creating_train_net(desc))
-    file_param = _read_net_param(path)
-    return NetSource(desc, path, None, _merged_state(TRAIN, file_param.state, param.train_state))
+    file_param, source_map = _read_net_file(path, files if files is not None else {})
+    return NetSource(desc, path, file_param, source_map, _merged_state(TRAIN, file_param.state, param.train_state))
 
 
-def test_net_sources(param: caffe_pb2.SolverParameter, solver_file: str | None = None) -> list[NetSource]:
+def test_net_sources(param: caffe_pb2.SolverParameter, solver_file: str | None = None,
+                     files: NetFiles | None = None) -> list[NetSource]:
     """The test nets: test_net_param, then test_net files, then copies of net/net_param."""
     generic = int(param.HasField("net")) + int(param.HasField("net_param"))
     if generic > 1:
@@ -97,27 +108,25 @@ def test_net_sources(param: caffe_pb2.SolverParameter, solver_file: str | None =
             raw.append(("net_param", None, param.net_param))
         elif param.HasField("net"):
             raw.append((f"net file: {param.net}", param.net, None))
+    files = files if files is not None else {}
     sources = []
     for i, (desc, path, net_param) in enumerate(raw):
-        file_state = (net_param.state if net_param is not None else _read_net_param(path).state)
+        source_map = None
+        if net_param is None:
+            net_param, source_map = _read_net_file(path, files)
         override = param.test_state[i] if len(param.test_state) else None
-        sources.append(NetSource(desc, path, net_param, _merged_state(TEST, file_state, override)))
+        sources.append(NetSource(desc, path, net_param, source_map, _merged_state(TEST, net_param.state, override)))
     return sources
 
 
 def build_net(source: NetSource, device, index: int | None = None):
-    """Construct the caffelike Net for ``source`` (its file keeps file:line in errors)."""
+    """Construct the caffelike Net for ``source`` (a net file keeps file:line in errors)."""
     from ..net import Net
 
     if index is not None:
         log.info(messages.creating_test_net(index, source.description))
-    state = source.state
-    if source.path is not None:
-        # Net() extends the file's own stages with ``stages``: pass only the added ones.
-        file_stages = list(_read_net_param(source.path).state.stage)
-        extra = list(state.stage)[len(file_stages):]
-        return Net(source.path, state.phase, level=state.level, stages=extra, device=device)
     net_param = caffe_pb2.NetParameter()
     net_param.CopyFrom(source.param)
-    net_param.ClearField("state")
-    return Net(net_param, state.phase, level=state.level, stages=list(state.stage), device=device)
+    net_param.state.CopyFrom(source.state)
+    return Net(net_param, source.state.phase, level=source.state.level, device=device,
+               source_map=source.source_map)

@@ -27,7 +27,7 @@ def benchmark(net, iterations: int, device: torch.device, amp: str | None = None
     from ..accel import autocast
 
     names = [lay.name for lay in net.plan.layers]
-    modules = list(net.layer_modules)
+    modules = [m for _, m in net.graph.pairs()]
     n = len(modules)
     fwd = [0.0] * n
     bwd = [0.0] * n

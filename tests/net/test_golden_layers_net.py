@@ -80,7 +80,7 @@ def test_layer_level_gradients(case):
     """Caffe's ``layer->Backward(top, propagate_down, bottom)`` with the case's mask."""
     net, meta, data = _setup(case)
     index = net._layer_names.index(meta["layer_name"])
-    lay, module = net.plan.layers[index], net.layer_modules[index]
+    lay, module = net.plan.layers[index], net.graph.module(index)
     bottoms = [torch.from_numpy(data[f"in/{b}"]).requires_grad_(bool(meta["propagate_down"][b]))
                for b in lay.bottoms]
     tops = module(*bottoms)

@@ -53,6 +53,6 @@ def test_run_is_the_torch_path():
     assert [(p.layer, p.index, p.lr_mult, p.decay_mult) for p in infos] == [
         ("conv1", 0, 1.0, 1.0), ("conv1", 1, 2.0, 1.0), ("conv2", 0, 1.0, 1.0), ("conv2", 1, 2.0, 1.0),
         ("ip1", 0, 1.0, 1.0), ("ip1", 1, 2.0, 1.0), ("ip2", 0, 1.0, 1.0), ("ip2", 1, 2.0, 1.0)]
-    assert infos[0].tensor is net.layer_modules[1].blobs[0]
+    assert infos[0].tensor is net.graph.module(1).blobs[0]
     net.to("cpu")
     assert list(net.params) == ["conv1", "conv2", "ip1", "ip2"]

@@ -147,4 +147,4 @@ def test_share_trained_layers_with():
     test.share_with(train)
     train.params["conv1"][0].data[...] = 3.0
     np.testing.assert_array_equal(test.params["conv1"][0].data, 3.0)
-    assert test.layer_modules[1].blobs[0] is train.layer_modules[1].blobs[0]
+    assert test.graph.module(1).blobs[0] is train.graph.module(1).blobs[0]

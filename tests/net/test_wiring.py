@@ -150,7 +150,7 @@ def test_euclidean_backward_matches_the_formula():
 def test_propagate_down_false_stops_the_gradient():
     text = LOSS_NET.replace('top: "loss" }', 'top: "loss" propagate_down: false propagate_down: false }')
     net = net_from(text)
-    assert net.plan.layers[2].bottom_need_backward == [False, False]
+    assert net.plan.layers[2].bottom_need_backward == (False, False)
     assert not net.plan.layers[1].need_backward  # all of ip's tops skip backprop
     net.forward(data=np.ones((2, 3), np.float32), target=np.zeros((2, 3), np.float32))
     net.backward()
@@ -173,7 +173,7 @@ def test_force_backward_overrides_propagate_down_for_allowed_bottoms():
     text = "force_backward: true\n" + LOSS_NET.replace(
         'top: "loss" }', 'top: "loss" propagate_down: false propagate_down: false }')
     net = net_from(text)
-    assert net.plan.layers[2].bottom_need_backward == [True, True]
+    assert net.plan.layers[2].bottom_need_backward == (True, True)
 
 
 def test_loss_layer_without_top_gets_an_automatic_one():
@@ -203,7 +203,7 @@ def shared_ip(name: str, out: int, mode: str = "", extra: str = "") -> str:
 
 def test_named_params_are_shared():
     net = net_from(INPUT + shared_ip("ip1", 4) + shared_ip("ip2", 4))
-    assert net.layer_modules[1].blobs[0] is net.layer_modules[2].blobs[0]
+    assert net.graph.module(1).blobs[0] is net.graph.module(2).blobs[0]
     assert [(p.layer, p.index) for p in net.learnable_params] == [("ip1", 0), ("ip1", 1), ("ip2", 1)]
     net.params["ip1"][0].data[...] = 1.0
     np.testing.assert_array_equal(net.params["ip2"][0].data, 1.0)

@@ -39,12 +39,15 @@ def test_compiled_forward_equals_eager(tiny_files):
     with torch.no_grad():
         eager = net.run(inputs)
         compiled = accel.compile_net(net, install=True)
-        assert net.run is compiled
-        got = net.run(inputs)
+        got = net.run(inputs)  # through the installed runner
+        direct = compiled(inputs)
     for name in ("conv1", "pool1", "ip1", "loss"):
         torch.testing.assert_close(got[name], eager[name], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(direct[name], eager[name], rtol=1e-4, atol=1e-5)
     accel.uncompile_net(net)
-    assert "run" not in net.__dict__
+    with torch.no_grad():
+        again = net.run(inputs)
+    torch.testing.assert_close(again["loss"], eager["loss"], rtol=0, atol=0)
 
 
 def test_amp_names():
@@ -77,8 +80,8 @@ def test_loss_scaled_step_equals_plain_step(tiny_files):
     scaler = accel.LossScaler(init_scale=2.0 ** 10)
     for it in range(3):
         inputs = _inputs(it)
-        a = accel.amp_train_step(plain, None, None, inputs)
-        b = accel.amp_train_step(scaled, None, scaler, inputs)
+        a = plain.train_step(inputs)
+        b = scaled.train_step(inputs, scaler=scaler)
         assert a == pytest.approx(b, rel=1e-6)
     for pa, pb in zip(plain.net.learnable_params, scaled.net.learnable_params):
         torch.testing.assert_close(pb.tensor, pa.tensor, rtol=1e-5, atol=1e-7)
@@ -90,7 +93,7 @@ def test_overflow_skips_the_update(tiny_files):
     learned = [p for p in solver.net.learnable_params if p.lr_mult != 0]  # BatchNorm stats move in forward
     before = [p.tensor.detach().clone() for p in learned]
     scaler = accel.LossScaler(init_scale=float("inf"))  # every gradient overflows
-    loss = accel.amp_train_step(solver, None, scaler, _inputs())
+    loss = solver.train_step(_inputs(), scaler=scaler)
     assert math.isnan(loss) and solver.iter == 1
     for p, old in zip(learned, before):
         torch.testing.assert_close(p.tensor.detach(), old, rtol=0, atol=0)

@@ -11,7 +11,8 @@ import numpy as np
 
 import caffelike
 from caffelike.io import load_weights
-from caffelike.optimize import FusedBatchNormScale, PassThrough, fuse_batchnorm_scale
+from caffelike.layers.normalization import FusedBatchNormScale
+from caffelike.net.fold import PassThrough, fuse_batchnorm_scale
 
 from .golden_nets import GOLDEN, assert_close_scaled, golden_net
 
@@ -25,9 +26,9 @@ def test_fused_training_run_matches_caffe_snapshot(tmp_path, monkeypatch):
     monkeypatch.chdir(work)
     solver = caffelike.get_solver("solver.prototxt")  # fuses by default (fuse=True)
     solver.net.copy_from("init.caffemodel")
-    assert fuse_batchnorm_scale(solver.net) == 0  # already fused: nothing left to match
-    assert any(isinstance(m, FusedBatchNormScale) for m in solver.net.layer_modules)
-    assert any(isinstance(m, PassThrough) for m in solver.net.layer_modules)
+    assert fuse_batchnorm_scale(solver.net.graph) == 0  # already fused: nothing left to match
+    assert any(isinstance(m, FusedBatchNormScale) for _, m in solver.net.graph.pairs())
+    assert any(isinstance(m, PassThrough) for _, m in solver.net.graph.pairs())
     solver.step(40)
     want = load_weights(str(CASE / "snapshots" / "tinybn_iter_40.caffemodel"))
     for layer, blobs in solver.net.params.items():
@@ -44,14 +45,14 @@ def test_solver_fuse_false_keeps_the_layers(tmp_path, monkeypatch):
     (work / "snapshots").mkdir()
     monkeypatch.chdir(work)
     solver = caffelike.get_solver("solver.prototxt", fuse=False)
-    assert not any(isinstance(m, (FusedBatchNormScale, PassThrough)) for m in solver.net.layer_modules)
-    assert fuse_batchnorm_scale(solver.net) == 1
+    assert not any(isinstance(m, (FusedBatchNormScale, PassThrough)) for _, m in solver.net.graph.pairs())
+    assert fuse_batchnorm_scale(solver.net.graph) == 1
 
 
 def test_fused_deploy_outputs_match_caffe():
     for case in ("simpleconv3", "book_mobilenet_faceseg"):
         net, inputs, expected = golden_net(case)
-        assert fuse_batchnorm_scale(net) > 0
+        assert fuse_batchnorm_scale(net.graph) > 0
         out = net.forward(**inputs)
         for name, value in expected.items():
             assert_close_scaled(out[name], value, f"{case} {name}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from caffelike.accel import OnnxRuntimeEngine
-from caffelike.optimize import optimize_net
+from caffelike.net.fold import optimize_net
 
 from .golden_nets import assert_close_scaled, golden_net
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from caffelike.optimize import FusedLayer, PassThrough, find_chains, optimize_net, refold
+from caffelike.net.fold import FusedLayer, PassThrough, find_chains, optimize_net, refold
 
 from .golden_nets import GOLDEN, assert_close_scaled, golden_net
 
@@ -21,7 +21,7 @@ def test_optimized_outputs_match_caffe(case):
     net, inputs, expected = golden_net(case)
     before = {name: [b.data.copy() for b in blobs] for name, blobs in net.params.items()}
     optimize_net(net)
-    fused = [m for m in net.layer_modules if isinstance(m, FusedLayer)]
+    fused = [m for _, m in net.graph.pairs() if isinstance(m, FusedLayer)]
     assert len(fused) >= CASES[case]
     out = net.forward(**inputs)
     for name, value in expected.items():
@@ -34,13 +34,13 @@ def test_optimized_outputs_match_caffe(case):
 
 def test_batchnorm_scale_relu_are_absorbed():
     net, _, _ = golden_net("simpleconv3")
-    chains = find_chains(net)
+    chains = find_chains(net.graph)
     kinds = [[net.plan.layers[i].type for i in c.members] for c in chains]
     assert ["Convolution", "BatchNorm", "Scale", "ReLU"] in kinds
     optimize_net(net)
     optimize_net(net)  # a second call finds nothing new
-    assert sum(isinstance(m, FusedLayer) for m in net.layer_modules) == len(chains)
-    assert sum(isinstance(m, PassThrough) for m in net.layer_modules) == sum(len(c.members) - 1 for c in chains)
+    assert sum(isinstance(m, FusedLayer) for _, m in net.graph.pairs()) == len(chains)
+    assert sum(isinstance(m, PassThrough) for _, m in net.graph.pairs()) == sum(len(c.members) - 1 for c in chains)
 
 
 def test_weights_loaded_after_optimize_are_refolded():

@@ -1,32 +1,31 @@
-"""Moving trained blobs between a Net and Caffe's files (Caffe's CopyTrainedLayersFrom, ToProto, ToHDF5)."""
+"""Moving trained blobs between a net's graph and Caffe's files (CopyTrainedLayersFrom, ToProto, ToHDF5)."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
 
-from .errors import WeightsError, Where
-from .log import get_logger
-from .proto import caffe_pb2
-
-if TYPE_CHECKING:
-    from .net import Net
+from ..errors import WeightsError, Where
+from ..io.caffemodel import is_hdf5_file, read_caffemodel, read_hdf5_weights
+from ..log import get_logger
+from ..proto import caffe_pb2
+from .graph import NetGraph
 
 log = get_logger("net")
 
 T = TypeVar("T")
 
 
-def _matched_layers(net: "Net", items: Iterable[T], name_of: Callable[[T], str]) -> Iterator[tuple[T, int]]:
+def _matched_layers(net: NetGraph, items: Iterable[T], name_of: Callable[[T], str]) -> Iterator[tuple[T, int]]:
     """``(item, net layer index)`` for each source item whose layer name the net has.
 
     Caffe takes the first net layer of a name, and logs each source layer it has no use for.
     """
     index: dict[str, int] = {}
-    for i, lay in enumerate(net.plan.layers):
-        index.setdefault(lay.name, i)
+    for lay in net.plan.layers:
+        index.setdefault(lay.name, lay.index)
     for item in items:
         target = index.get(name_of(item))
         if target is None:
@@ -53,14 +52,12 @@ def read_weights_source(path: str | os.PathLike) -> caffe_pb2.NetParameter | Non
     path = os.fspath(path)
     if not os.path.exists(path):
         raise WeightsError("weights file does not exist", Where(file=path))
-    from .io.caffemodel import is_hdf5_file, read_caffemodel
-
     if is_hdf5_file(path):
         return None
     return read_caffemodel(path)
 
 
-def copy_trained_layers(net: "Net", source: str | os.PathLike | caffe_pb2.NetParameter,
+def copy_trained_layers(net: NetGraph, source: str | os.PathLike | caffe_pb2.NetParameter,
                         source_name: str | None = None) -> None:
     """Copy every source layer's blobs into the net layer of the same name; others are ignored."""
     if not isinstance(source, caffe_pb2.NetParameter):
@@ -71,10 +68,10 @@ def copy_trained_layers(net: "Net", source: str | os.PathLike | caffe_pb2.NetPar
             return
         source_name, source = path, parsed
     source_name = source_name or "the source NetParameter"
-    from .io.blobs import blob_fits, blob_shape, blob_to_array
+    from ..io.blobs import blob_fits, blob_shape, blob_to_array
 
     for src, target in _matched_layers(net, source.layer, lambda layer: layer.name):
-        module = net.layer_modules[target]
+        module = net.module(target)
         where = net.plan.layers[target].where
         if len(module.blobs) != len(src.blobs):
             raise WeightsError(f"{source_name} has {len(src.blobs)} blobs for this layer, the net expects "
@@ -87,14 +84,14 @@ def copy_trained_layers(net: "Net", source: str | os.PathLike | caffe_pb2.NetPar
             _copy_into(param, blob_to_array(blob))
 
 
-def net_to_proto(net: "Net", write_diff: bool = False) -> caffe_pb2.NetParameter:
+def net_to_proto(net: NetGraph, write_diff: bool = False) -> caffe_pb2.NetParameter:
     """Caffe's Net::ToProto: each layer's parameter (as set up) with its blobs in Caffe order."""
-    from .io import array_to_blob
+    from ..io import array_to_blob
 
-    out = caffe_pb2.NetParameter(name=net.name)
-    for lay, module in zip(net.plan.layers, net.layer_modules):
+    out = caffe_pb2.NetParameter(name=net.plan.name)
+    for lay, module in net.pairs():
         lp = out.layer.add()
-        lp.CopyFrom(lay.param)
+        lp.CopyFrom(net.layer_param(lay.index))
         del lp.blobs[:]
         for param in module.blobs:
             data = param.detach().cpu().numpy().astype(np.float32, copy=False)
@@ -103,58 +100,53 @@ def net_to_proto(net: "Net", write_diff: bool = False) -> caffe_pb2.NetParameter
     return out
 
 
-def save_hdf5(net: "Net", path: str, write_diff: bool = False) -> None:
+def save_hdf5(net: NetGraph, path: str, write_diff: bool = False) -> None:
     """Caffe's ToHDF5: ``data/<layer>/<i>`` for blobs the layer owns; ``diff/<layer>/<i>`` for all."""
     import h5py
 
-    from .io import atomic_write
+    from ..io import atomic_write
 
     with atomic_write(path, "wb") as f, h5py.File(f, "w") as h5:
         data = h5.create_group("data")
         diff = h5.create_group("diff") if write_diff else None
-        for lay, module, owners in zip(net.plan.layers, net.layer_modules, net._param_owner):
+        for lay, module in net.pairs():
             g = data.create_group(lay.name)
             gd = diff.create_group(lay.name) if diff is not None else None
             for i, param in enumerate(module.blobs):
-                if owners[i] is None:
+                if net.param_owner(lay.index, i) is None:
                     g.create_dataset(str(i), data=param.detach().cpu().numpy())
                 if gd is not None:
                     gd.create_dataset(str(i), data=_diff_array(param))
 
 
-def load_hdf5(net: "Net", path: str) -> None:
-    """Caffe's CopyTrainedLayersFromHDF5 (a shared blob may be absent from the file)."""
-    from .io.caffemodel import open_hdf5_weights
-
-    with open_hdf5_weights(path) as h5:
-        for name, target in _matched_layers(net, h5["data"], str):
-            group = h5["data"][name]
-            module = net.layer_modules[target]
-            where = net.plan.layers[target].where
-            if len(group) > len(module.blobs):
-                raise WeightsError(f"{path} has {len(group)} blobs for this layer, the net expects "
-                                   f"{len(module.blobs)}; rename the layer to learn it from scratch", where)
-            for j, param in enumerate(module.blobs):
-                if str(j) not in group:
-                    if net._param_owner[target][j] is not None:
-                        continue
-                    raise WeightsError(f"{path} lacks blob {j} of this layer; rename the layer to learn "
-                                       f"it from scratch", where)
-                array = np.asarray(group[str(j)], dtype=np.float32)
-                if array.size != param.numel():
-                    raise WeightsError(f"cannot copy param {j}: shape {array.shape} in {path} does not match "
-                                       f"the net's {tuple(param.shape)}; rename the layer to learn it from "
-                                       f"scratch", where)
-                _copy_into(param, array)
+def load_hdf5(net: NetGraph, path: str) -> None:
+    """Caffe's CopyTrainedLayersFromHDF5 (a blob shared with an earlier layer may be absent from the file)."""
+    stored = read_hdf5_weights(path)
+    for name, target in _matched_layers(net, stored, str):
+        arrays = stored[name]
+        module = net.module(target)
+        where = net.plan.layers[target].where
+        if len(arrays) > len(module.blobs):
+            raise WeightsError(f"{path} has {len(arrays)} blobs for this layer, the net expects "
+                               f"{len(module.blobs)}; rename the layer to learn it from scratch", where)
+        for j, param in enumerate(module.blobs):
+            array = arrays.get(j)
+            if array is None:
+                if net.param_owner(target, j) is not None:
+                    continue
+                raise WeightsError(f"{path} lacks blob {j} of this layer; rename the layer to learn "
+                                   f"it from scratch", where)
+            if array.size != param.numel():
+                raise WeightsError(f"cannot copy param {j}: shape {array.shape} in {path} does not match "
+                                   f"the net's {tuple(param.shape)}; rename the layer to learn it from "
+                                   f"scratch", where)
+            _copy_into(param, array)
 
 
-def share_trained_layers(net: "Net", other: "Net") -> None:
+def share_trained_layers(net: NetGraph, other: NetGraph) -> None:
     """Caffe's ShareTrainedLayersWith: same-named layers of ``net`` use ``other``'s parameter tensors."""
-    from .net import _replace_parameter
-
-    pairs = zip(other.plan.layers, other.layer_modules)
-    for (lay, module), target in _matched_layers(net, pairs, lambda pair: pair[0].name):
-        mine = net.layer_modules[target]
+    for (lay, module), target in _matched_layers(net, other.pairs(), lambda pair: pair[0].name):
+        mine = net.module(target)
         where = net.plan.layers[target].where
         if len(mine.blobs) != len(module.blobs):
             raise WeightsError(f"cannot share weights of layer '{lay.name}': {len(module.blobs)} blobs in the "
@@ -163,4 +155,4 @@ def share_trained_layers(net: "Net", other: "Net") -> None:
             if tuple(mine.blobs[j].shape) != tuple(param.shape):
                 raise WeightsError(f"cannot share param {j} of layer '{lay.name}': shape {tuple(param.shape)} "
                                    f"in the source net, {tuple(mine.blobs[j].shape)} here", where)
-            _replace_parameter(mine, j, param)
+            net.share_param(target, j, param)

@@ -1,29 +1,30 @@
 """The static half of Caffe's Net::Init: filter, validate and wire a NetParameter.
 
-Nothing here builds a torch module. :func:`filter_net` keeps the layers whose
+A pure function of the prototxt and the NetState: nothing here builds a torch module, logs a
+set-up line or changes a plan once made. :func:`filter_net` keeps the layers whose
 ``include``/``exclude`` rules match the NetState (Caffe's FilterNet/StateMeetsRule);
 :func:`plan_net` resolves bottom and top names the way Caffe's AppendBottom/AppendTop do
 (in-place tops rebind a name, a top produced twice is an error, tops nobody consumes become
 net outputs), checks bottom/top counts against the layer registry, and fixes each top's loss
-weight. :func:`mark_backward` is Caffe's need-backward analysis, run once the layers (and so
-their parameter blobs) exist.
+weight. :func:`plan_backward` is Caffe's need-backward analysis; it needs to know which layers
+have learnable blobs (known once they are built) and returns a new plan with the flags set.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
-from .errors import NetError, Where
-from .layers.base import LAYERS, LayerInfo
-from .log import get_logger
-from .proto import caffe_pb2
+from ..errors import NetError, Where
+from ..layers.base import LAYERS, LayerInfo
+from ..log import get_logger
+from ..proto import caffe_pb2
 
 log = get_logger("net")
 
 AUTOMATIC_TOP = "(automatic)"
 
 
-@dataclass
+@dataclass(frozen=True)
 class LayerPlan:
     """One layer of the filtered net with its wiring resolved (Caffe's per-layer vectors)."""
 
@@ -31,13 +32,13 @@ class LayerPlan:
     param: caffe_pb2.LayerParameter
     info: LayerInfo
     where: Where
-    bottoms: list[str]
-    tops: list[str]
-    in_place: list[bool]
-    loss_weights: list[float]
-    propagate_down: list[bool] | None  # as written in the prototxt (None = not given)
-    need_backward: bool = False
-    bottom_need_backward: list[bool] = field(default_factory=list)
+    bottoms: tuple[str, ...]
+    tops: tuple[str, ...]
+    in_place: tuple[bool, ...]
+    loss_weights: tuple[float, ...]
+    propagate_down: tuple[bool, ...] | None  # as written in the prototxt (None = not given)
+    need_backward: bool = False  # set by plan_backward
+    bottom_need_backward: tuple[bool, ...] = ()
 
     @property
     def name(self) -> str:
@@ -48,16 +49,27 @@ class LayerPlan:
         return self.param.type
 
 
-@dataclass
+@dataclass(frozen=True)
 class NetPlan:
     """The wiring of a whole net: layers in order, blob names in creation order, inputs, outputs."""
 
     name: str
-    layers: list[LayerPlan]
-    blob_names: list[str]
-    input_names: list[str]
-    output_names: list[str]
+    layers: tuple[LayerPlan, ...]
+    blob_names: tuple[str, ...]
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
     force_backward: bool
+
+    def loss_weights(self) -> dict[str, float]:
+        """Blob name -> loss weight, for every top with a non-zero weight."""
+        return {name: w for lay in self.layers for name, w in zip(lay.tops, lay.loss_weights) if w}
+
+    def layer_index(self, name: str) -> int:
+        """Index of the first layer called ``name``; NetError listing the layers otherwise."""
+        for lay in self.layers:
+            if lay.name == name:
+                return lay.index
+        raise NetError(f"unknown layer '{name}' (layers: {', '.join(l.name for l in self.layers)})")
 
 
 # -- NetState filtering (Caffe's FilterNet / StateMeetsRule) --------------------------------
@@ -114,25 +126,19 @@ def filter_net(net: caffe_pb2.NetParameter, where_of: Callable[[caffe_pb2.LayerP
 
 
 # -- wiring (Caffe's AppendBottom / AppendTop) -----------------------------------------------
-def _loss_weights(layer: caffe_pb2.LayerParameter, info: LayerInfo, n_tops: int, where: Where) -> list[float]:
+def _loss_weights(layer: caffe_pb2.LayerParameter, info: LayerInfo, n_tops: int, where: Where) -> tuple[float, ...]:
     given = list(layer.loss_weight)
     if given:
         if len(given) != n_tops:
             raise NetError(f"loss_weight must be unspecified or given once per top blob "
                            f"({n_tops} tops, {len(given)} loss_weight values)", where)
-        return [float(w) for w in given]
+        return tuple(float(w) for w in given)
     # Caffe's LossLayer gives its first top weight 1; every other top of every layer has 0.
-    return [1.0 if (info.is_loss and i == 0) else 0.0 for i in range(n_tops)]
+    return tuple(1.0 if (info.is_loss and i == 0) else 0.0 for i in range(n_tops))
 
 
-def plan_net(net: caffe_pb2.NetParameter, where_of: Callable[[caffe_pb2.LayerParameter], Where],
-             allow_python_layers: bool = True,
-             on_layer: Callable[[LayerPlan], None] | None = None) -> NetPlan:
-    """Resolve the names of a filtered net; raise NetError naming file:line and layer on a wiring mistake.
-
-    ``on_layer`` is called with each layer as soon as it is wired (the net builds it there,
-    so the log interleaves as Caffe's does and shape errors surface in layer order).
-    """
+def plan_net(net: caffe_pb2.NetParameter, where_of: Callable[[caffe_pb2.LayerParameter], Where]) -> NetPlan:
+    """Resolve the names of a filtered net; raise NetError naming file:line and layer on a wiring mistake."""
     layers: list[LayerPlan] = []
     blob_names: list[str] = []
     known: set[str] = set()
@@ -143,18 +149,14 @@ def plan_net(net: caffe_pb2.NetParameter, where_of: Callable[[caffe_pb2.LayerPar
     for index, lp in enumerate(net.layer):
         where = where_of(lp)
         info = LAYERS.get(lp.type, where)
-        if lp.type == "Python" and not allow_python_layers:
-            raise NetError("Python layers are disabled (allow_python_layers=False)", where)
         if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
             raise NetError(f"propagate_down must be given either 0 or {len(lp.bottom)} (bottom count) times, "
                            f"got {len(lp.propagate_down)}", where)
-        log.info("Creating Layer %s", lp.name)
         bottoms = list(lp.bottom)
         for i, name in enumerate(bottoms):
             if name not in consumable:
                 raise NetError(f"unknown bottom blob '{name}' (bottom index {i}); no earlier layer "
                                f"has a top of that name", where)
-            log.info("%s <- %s", lp.name, name)
             available.discard(name)
         tops = list(lp.top)
         if info.is_loss and len(tops) < info.tops[0]:
@@ -166,68 +168,61 @@ def plan_net(net: caffe_pb2.NetParameter, where_of: Callable[[caffe_pb2.LayerPar
         in_place = []
         for i, name in enumerate(tops):
             if i < len(bottoms) and bottoms[i] == name:
-                log.info("%s -> %s (in-place)", lp.name, name)
                 in_place.append(True)
             elif name in known:
                 raise NetError(f"top blob '{name}' produced by multiple sources; use a new name, "
                                f"or the same name at the same position as a bottom for in-place", where)
             else:
-                log.info("%s -> %s", lp.name, name)
                 in_place.append(False)
                 blob_names.append(name)
                 known.add(name)
             if i < len(lp.top):  # anonymous tops cannot be consumed
                 available.add(name)
                 consumable.add(name)
-            if lp.type == "Input":
+            if info.is_input:
                 inputs.append(name)
         layers.append(LayerPlan(
-            index=index, param=lp, info=info, where=where, bottoms=bottoms, tops=tops,
-            in_place=in_place, loss_weights=_loss_weights(lp, info, len(tops), where),
-            propagate_down=list(lp.propagate_down) if lp.propagate_down else None,
+            index=index, param=lp, info=info, where=where, bottoms=tuple(bottoms), tops=tuple(tops),
+            in_place=tuple(in_place), loss_weights=_loss_weights(lp, info, len(tops), where),
+            propagate_down=tuple(lp.propagate_down) if lp.propagate_down else None,
         ))
-        if on_layer is not None:
-            on_layer(layers[-1])
     outputs = sorted(available)  # Caffe walks a std::set, i.e. name order
-    return NetPlan(net.name, layers, blob_names, inputs, outputs, bool(net.force_backward))
+    return NetPlan(net.name, tuple(layers), tuple(blob_names), tuple(inputs), tuple(outputs),
+                   bool(net.force_backward))
+
+
+def log_wiring(lay: LayerPlan) -> None:
+    """Caffe's "Creating Layer" and bottom/top lines for one layer (logged as it is set up)."""
+    log.info("Creating Layer %s", lay.name)
+    for name in lay.bottoms:
+        log.info("%s <- %s", lay.name, name)
+    for name, inplace in zip(lay.tops, lay.in_place):
+        log.info("%s -> %s%s", lay.name, name, " (in-place)" if inplace else "")
 
 
 # -- need-backward analysis (the end of Caffe's Net::Init) -----------------------------------
-def _allow_force_backward(info: LayerInfo, bottom: int) -> bool:
-    special = _FORCE_BACKWARD_RULES.get(info.type)
-    if special is not None:
-        return special(bottom)
-    return bottom != 1 if info.is_loss else True
+def plan_backward(plan: NetPlan, param_needs_grad: Sequence[Sequence[bool]]
+                  ) -> tuple[NetPlan, list[list[bool]]]:
+    """Caffe's need-backward analysis: a new plan with ``need_backward``/``bottom_need_backward`` set.
 
-
-# Layers whose AllowForceBackward differs from the default (loss layers: not the label bottom).
-_FORCE_BACKWARD_RULES: dict[str, Callable[[int], bool]] = {
-    "ContrastiveLoss": lambda i: i != 2,
-    "EuclideanLoss": lambda i: True,
-    "LSTMUnit": lambda i: i != 2,
-    "RNN": lambda i: i != 1,
-    "LSTM": lambda i: i != 1,
-}
-
-
-def mark_backward(plan: NetPlan, param_needs_grad: Sequence[Sequence[bool]]) -> list[list[bool]]:
-    """Fill ``need_backward``/``bottom_need_backward`` of every layer as Caffe does.
-
-    ``param_needs_grad[i][j]`` is ``lr_mult != 0`` for blob j of layer i. Returns the final
-    per-blob "compute this parameter's gradient" flags (all True under force_backward).
+    ``param_needs_grad[i][j]`` is ``lr_mult != 0`` for blob j of layer i. Also returns the
+    final per-blob "compute this parameter's gradient" flags (all True under force_backward).
     """
+    need_backward: list[bool] = []
+    bottom_needs: list[list[bool]] = []
     blob_needs: dict[str, bool] = {}
     for lay, needs in zip(plan.layers, param_needs_grad):
         need = False
-        lay.bottom_need_backward = []
+        flags = []
         for i, name in enumerate(lay.bottoms):
             b = blob_needs.get(name, False)
             need |= b
             if lay.propagate_down is not None:
                 b = bool(lay.propagate_down[i])
-            lay.bottom_need_backward.append(b)
+            flags.append(b)
         need |= any(needs)
-        lay.need_backward = need
+        need_backward.append(need)
+        bottom_needs.append(flags)
         for name, inplace in zip(lay.tops, lay.in_place):
             if not inplace:
                 blob_needs.setdefault(name, False)
@@ -237,7 +232,8 @@ def mark_backward(plan: NetPlan, param_needs_grad: Sequence[Sequence[bool]]) -> 
     # under the loss if any consumer contributes to it, and skipped only if every consumer skips.
     under_loss: set[str] = set()
     consumer_needs: dict[str, bool] = {}
-    for lay in reversed(plan.layers):
+    for k in range(len(plan.layers) - 1, -1, -1):
+        lay = plan.layers[k]
         contributes = False
         skip = True
         for name, weight in zip(lay.tops, lay.loss_weights):
@@ -247,24 +243,25 @@ def mark_backward(plan: NetPlan, param_needs_grad: Sequence[Sequence[bool]]) -> 
                 skip = False
             if contributes and not skip:
                 break
-        if lay.need_backward and skip:
-            lay.need_backward = False
-            lay.bottom_need_backward = [False] * len(lay.bottoms)
+        if need_backward[k] and skip:
+            need_backward[k] = False
+            bottom_needs[k] = [False] * len(lay.bottoms)
         if not contributes:
-            lay.need_backward = False
+            need_backward[k] = False
         log.info("%s %s backward computation.", lay.name,
-                 "needs" if lay.need_backward else "does not need")
+                 "needs" if need_backward[k] else "does not need")
         for i, name in enumerate(lay.bottoms):
             if contributes:
                 under_loss.add(name)
             else:
-                lay.bottom_need_backward[i] = False
-            consumer_needs[name] = consumer_needs.get(name, False) or lay.bottom_need_backward[i]
+                bottom_needs[k][i] = False
+            consumer_needs[name] = consumer_needs.get(name, False) or bottom_needs[k][i]
     grads = [list(map(bool, n)) for n in param_needs_grad]
     if plan.force_backward:
-        for lay, g in zip(plan.layers, grads):
-            lay.need_backward = True
-            lay.bottom_need_backward = [b or _allow_force_backward(lay.info, i)
-                                        for i, b in enumerate(lay.bottom_need_backward)]
+        for k, (lay, g) in enumerate(zip(plan.layers, grads)):
+            need_backward[k] = True
+            bottom_needs[k] = [b or lay.info.cls.allow_force_backward(i) for i, b in enumerate(bottom_needs[k])]
             g[:] = [True] * len(g)
-    return grads
+    layers = tuple(replace(lay, need_backward=need, bottom_need_backward=tuple(flags))
+                   for lay, need, flags in zip(plan.layers, need_backward, bottom_needs))
+    return replace(plan, layers=layers), grads

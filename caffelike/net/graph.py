@@ -1,0 +1,141 @@
+"""NetGraph: the built net as other modules see it (the solver, folding, guard, weights, tools).
+
+A plan (:class:`~caffelike.net.plan.NetPlan`, with need-backward flags) and one module per
+layer, run as a plain ordered list over a dict of tensors: an in-place top simply rebinds its
+name. The public API is small: iterate ``(layer plan, module)`` pairs, run a range of layers,
+replace a layer's module, find the owner of a shared parameter, the learnable parameters and
+the objective.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from ..layers.base import Layer
+from .build import ParamTable, replace_parameter
+from .plan import LayerPlan, NetPlan
+
+StoredFn = Callable[[str], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """One entry of Caffe's ``learnable_params_``: the tensor and its solver multipliers."""
+
+    tensor: nn.Parameter
+    lr_mult: float
+    decay_mult: float
+    layer: str
+    index: int
+
+
+def _no_stored(name: str) -> torch.Tensor:
+    raise KeyError(f"blob '{name}' was not computed in this run and the graph has no stored blobs")
+
+
+class NetGraph(nn.Module):
+    """The layers of a net with their plan; see the module docstring for the API."""
+
+    def __init__(self, plan: NetPlan, modules: list[Layer], params: ParamTable,
+                 stored: StoredFn | None = None):
+        super().__init__()
+        self.plan = plan
+        self.layers = nn.ModuleList(modules)
+        self.params_table = params
+        self.loss_weights: dict[str, float] = plan.loss_weights()
+        # Whether a forward must record autograd's graph (some layer runs backward).
+        self.records_graph = any(lay.need_backward for lay in plan.layers)
+        self._stored = stored or _no_stored
+        self._steps: list[tuple[LayerPlan, nn.Module, tuple[bool, ...], bool]] = []
+        self._make_steps()
+
+    def _make_steps(self) -> None:
+        # Flattened once (and after each replacement): the run loop does no lookups per layer.
+        self._steps = [(lay, module, tuple(not b for b in lay.bottom_need_backward),
+                        lay.info.is_input or not lay.bottoms)
+                       for lay, module in zip(self.plan.layers, self.layers)]
+
+    # -- structure --------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.plan.layers)
+
+    def pairs(self) -> Iterator[tuple[LayerPlan, nn.Module]]:
+        """``(layer plan, module)`` for every layer, in order."""
+        return zip(self.plan.layers, self.layers)
+
+    def module(self, index: int) -> nn.Module:
+        """The module of layer ``index``."""
+        return self.layers[index]
+
+    def replace_module(self, index: int, module: nn.Module) -> None:
+        """Run ``module`` in place of layer ``index``'s (folding, fusion); the plan is unchanged."""
+        self.layers[index] = module
+        self._make_steps()
+
+    def layer_index(self, name: str) -> int:
+        """Index of the first layer called ``name``."""
+        return self.plan.layer_index(name)
+
+    def param_owner(self, layer: int, blob: int) -> tuple[int, int] | None:
+        """``(layer, blob)`` owning a shared parameter blob; None for a blob the layer owns."""
+        return self.params_table.owners[layer][blob]
+
+    def layer_param(self, index: int):
+        """Layer ``index``'s LayerParameter as set up (what Caffe's Net::ToProto writes)."""
+        return self.params_table.layer_params[index]
+
+    def share_param(self, layer: int, blob: int, tensor: nn.Parameter) -> None:
+        """Make blob ``blob`` of layer ``layer`` be ``tensor`` (Caffe's ShareTrainedLayersWith)."""
+        replace_parameter(self.layers[layer], blob, tensor)
+
+    @property
+    def learnable_params(self) -> list[ParamInfo]:
+        """Caffe's learnable_params_ (owners only, in order) with their lr/decay multipliers."""
+        return [ParamInfo(self.layers[s.layer].blobs[s.index], float(s.lr_mult), float(s.decay_mult),
+                          self.plan.layers[s.layer].name, s.index) for s in self.params_table.slots]
+
+    # -- running ----------------------------------------------------------------------------------
+    def objective(self, blobs: Mapping[str, torch.Tensor], device: torch.device | None = None) -> torch.Tensor:
+        """Caffe's total loss: ``sum(loss_weight * top.sum())`` over the loss-weighted tops."""
+        total: torch.Tensor | None = None
+        for name, w in self.loss_weights.items():
+            term = blobs[name].sum() * w
+            total = term if total is None else total + term
+        return total if total is not None else torch.zeros((), device=device)
+
+    def run_range(self, start: int, end: int, values: dict[str, torch.Tensor], *,
+                  fresh_inputs: bool = False, first: dict[str, torch.Tensor] | None = None
+                  ) -> dict[str, torch.Tensor]:
+        """Run layers ``start``..``end`` (inclusive) over ``values`` (blob name -> tensor), in place.
+
+        A bottom no earlier layer of the run wrote is read from the stored blobs. A source layer
+        (no bottoms) whose tops are all in ``values`` is not run; an Input layer never is.
+        ``fresh_inputs`` makes those source tops leaves that require grad (pycaffe backward to
+        the inputs); ``first`` collects each blob's first value (before any in-place rewrite).
+        """
+        stored = self._stored
+        for lay, module, detach_flags, source in self._steps[start:end + 1]:
+            if source and (lay.info.is_input or (lay.tops and all(t in values for t in lay.tops))):
+                for name in lay.tops:
+                    if name not in values:
+                        values[name] = stored(name)
+                    if fresh_inputs:
+                        values[name] = values[name].detach().clone().requires_grad_(True)
+                    if first is not None:
+                        first.setdefault(name, values[name])
+                continue
+            bottoms = []
+            for name, detach in zip(lay.bottoms, detach_flags):
+                t = values.get(name)
+                if t is None:  # a run that starts mid-net reads the stored blobs
+                    t = values[name] = stored(name)
+                bottoms.append(t.detach() if detach and t.requires_grad else t)
+            tops = module(*bottoms)
+            for name, t, inplace in zip(lay.tops, tops, lay.in_place):
+                values[name] = t
+                if first is not None and not inplace:
+                    first[name] = t
+        return values
