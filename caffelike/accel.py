@@ -1,17 +1,22 @@
-"""Fast paths that leave results within float tolerance: torch.compile, AMP, channels_last, cuDNN.
+"""Fast paths that leave results within float tolerance: torch.compile, AMP, channels_last,
+cuDNN settings and the ONNX Runtime engine.
 
 * :func:`compile_net` wraps ``net.run`` in ``torch.compile`` (``-compile`` / ``compile=True``);
   with ``install=True`` the net's own ``run`` is replaced, so the solver and tools pick it up
   without knowing.
 * :func:`autocast` is the ``-amp bf16|fp16`` context (a no-op without AMP); :class:`LossScaler`
   is dynamic loss scaling for fp16 (Caffe's update rules need unscaled diffs, so the scaler
-  divides them back before the update and skips a step whose gradients overflowed).
-* :func:`amp_train_step` is one solver iteration under AMP (forward, scaled backward,
-  unscale, Caffe's ``apply_update``).
+  divides them back before the update and skips a step whose gradients overflowed). The
+  Solver uses both in its own iterations; :func:`amp_train_step` runs one such iteration
+  outside the solver's loop (for benchmarks), and :func:`inference` is the no-autograd,
+  optional-autocast context of deploy forwards.
 * :func:`use_channels_last` puts 4-axis convolution weights in channels_last layout, which
-  helps convolutions on CUDA under AMP (tensor cores); :func:`channels_last_auto` says when.
+  helps convolutions on CUDA under AMP (tensor cores; :func:`channels_last_auto` says when)
+  and oneDNN on the CPU (the deploy folding asks for it).
 * :func:`configure_backends` sets cuDNN autotuning (and keeps TF32 off unless asked, since
   goldens are float32).
+* :class:`OnnxRuntimeEngine` (``-engine onnxruntime``) exports a TEST net to ONNX through
+  :class:`NetOutputs` and runs it with ONNX Runtime.
 """
 from __future__ import annotations
 
@@ -146,9 +151,6 @@ class LossScaler:
             self.scale *= self.growth_factor
             self._clean = 0
         return True
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"scale": self.scale, "clean": self._clean}
 
 
 def make_loss_scaler(device: torch.device | str, amp: str | None) -> LossScaler:

@@ -1,8 +1,14 @@
-"""Deploy-time folding: BatchNorm/Scale into the preceding Convolution/InnerProduct, ReLU fused.
+"""Folding BatchNorm/Scale, in two strengths.
 
-What OpenCV dnn does when it imports a Caffe net. In a TEST net, BatchNorm with global
-statistics and a learned per-channel Scale are affine maps of each output channel, so they
-fold into the weights and bias of the layer that feeds them:
+* :func:`fuse_batchnorm_scale` runs a BatchNorm and the in-place Scale after it as one module.
+  Nothing visible changes (the value between them is never a blob of its own), so every
+  Solver applies it to its train and test nets (``fuse=True``, the default).
+* :func:`optimize_net` (deploy nets, opt-in) folds BatchNorm/Scale into the preceding
+  Convolution/InnerProduct and fuses a following ReLU, as described below.
+
+The deploy folding is what OpenCV dnn does when it imports a Caffe net. In a TEST net,
+BatchNorm with global statistics and a learned per-channel Scale are affine maps of each
+output channel, so they fold into the weights and bias of the layer that feeds them:
 
     s  = gamma / sqrt(var + eps)          (gamma = 1 without Scale; mean = var = 0 without BatchNorm)
     W' = W * s (per output channel)       b' = (b - mean) * s + beta
@@ -13,8 +19,9 @@ computing the whole chain, and each absorbed layer's module by a :class:`PassThr
 layer, blob name and parameter blob stays where it was (``net.params``, ``save``,
 ``copy_from`` see the original, unfolded weights; folded weights are recomputed when a source
 blob is replaced or written by torch (``copy_from``, the ``.data =`` setter); after writing into
-a ``.data[...]`` numpy view, which torch cannot see, call :func:`refold`), but an intermediate blob of a folded chain holds the chain's final value, not
-its own: that is why this is an explicit opt-in for deploy use (pycaffe users may read any blob).
+a ``.data[...]`` numpy view, which torch cannot see, call :func:`refold`), but an intermediate
+blob of a folded chain holds the chain's final value, not its own: that is why this folding is
+an explicit opt-in for deploy use (pycaffe users may read any blob).
 A chain is folded only where each intermediate value feeds exactly one layer.
 """
 from __future__ import annotations
