@@ -18,7 +18,7 @@ TEST = 1
 # name -> "module" or "module:attribute"
 _LAZY: dict[str, str] = {
     "Net": "caffelike.net:Net",
-    "Blob": "caffelike.net:Blob",
+    "Blob": "caffelike.blob:Blob",
     "set_mode_cpu": "caffelike.mode:set_mode_cpu",
     "set_mode_gpu": "caffelike.mode:set_mode_gpu",
     "set_device": "caffelike.mode:set_device",

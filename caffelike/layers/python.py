@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..blob import Shaped
+from ..blob import Blob, BlobVec
 from ..errors import LayerError, Where
 from .base import Layer as _CaffeLayer
 from .base import Shape, register_layer
@@ -61,65 +61,7 @@ def check_allowed(where: Where | None = None) -> None:
                          "enable them to run user code from python_param", where)
 
 
-# --- pycaffe's surface: Blob, BlobVec and the Layer base class ---------------------------------
-class Blob(Shaped):
-    """A pycaffe-style blob: float32 numpy ``data`` and ``diff`` that the user writes into."""
-
-    def __init__(self, shape: Sequence[int] = (), data: np.ndarray | None = None):
-        if data is not None:
-            self._data = np.ascontiguousarray(data, dtype=np.float32)
-        else:
-            self._data = np.zeros(tuple(int(d) for d in shape), dtype=np.float32)
-        self._diff = np.zeros_like(self._data)
-
-    @property
-    def data(self) -> np.ndarray:
-        return self._data
-
-    @data.setter
-    def data(self, value: Any) -> None:
-        self._data[...] = value
-
-    @property
-    def diff(self) -> np.ndarray:
-        return self._diff
-
-    @diff.setter
-    def diff(self, value: Any) -> None:
-        self._diff[...] = value
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self._data.shape)
-
-    def reshape(self, *shape: int) -> None:
-        """Caffe's Blob::Reshape: contents kept when the count is unchanged, else zeros."""
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        new = tuple(int(d) for d in shape)
-        if any(d < 0 for d in new):
-            raise ValueError(f"blob shape {new} has a negative dimension")
-        if new == self.shape:
-            return
-        if int(np.prod(new, dtype=np.int64)) == self._data.size:
-            self._data = self._data.reshape(new)
-            self._diff = self._diff.reshape(new)
-        else:
-            self._data = np.zeros(new, dtype=np.float32)
-            self._diff = np.zeros(new, dtype=np.float32)
-
-    def __repr__(self) -> str:
-        return f"Blob(shape={self.shape})"
-
-
-class BlobVec(list):
-    """pycaffe's BlobVec: a list of blobs with ``add_blob(*shape)``."""
-
-    def add_blob(self, *shape: int) -> None:
-        """Append a zero blob of ``shape`` (pycaffe's ``self.blobs.add_blob(...)`` in setup)."""
-        self.append(Blob(tuple(int(d) for d in shape)))
-
-
+# --- pycaffe's Layer base class ------------------------------------------------------------
 class Layer:
     """Base class of pycaffe Python layers (``caffe.Layer``).
 
@@ -238,7 +180,7 @@ class PythonLayer(_CaffeLayer):
             self.top_blobs = [Blob(()) for _ in range(self.n_tops)]
             self._guard("setup", self.user.setup, bottoms, self.top_blobs)
             for blob in self.user.blobs:
-                self.blobs.append(nn.Parameter(torch.from_numpy(blob.data)))
+                self.blobs.append(nn.Parameter(blob.data_tensor()))
             self._guard("reshape", self.user.reshape, bottoms, self.top_blobs)
             self._shapes_for = (list(self.bottom_shapes), [b.shape for b in self.top_blobs])
 
@@ -292,8 +234,7 @@ class PythonLayer(_CaffeLayer):
         """Point the user's parameter blobs at the current parameter values (CPU numpy)
         and clear their diffs (the diff a backward writes is that call's gradient)."""
         for blob, param in zip(self.user.blobs, self.blobs):
-            blob._data = param.detach().cpu().numpy()
-            blob._diff = np.zeros_like(blob._data)
+            blob.use_tensors(param.detach().cpu())
         return list(self.user.blobs)
 
     def _run_forward(self, bottoms: Sequence[Tensor]) -> tuple[list[Blob], list[np.ndarray]]:
@@ -306,13 +247,9 @@ class PythonLayer(_CaffeLayer):
     def _run_backward(self, bottoms: list[Blob], top_data: list[np.ndarray],
                       top_diffs: list[np.ndarray], propagate_down: list[bool]) -> list[np.ndarray]:
         params = self._sync_params()
-        tops = []
-        for data, diff in zip(top_data, top_diffs):
-            blob = Blob(data=data)
-            blob._diff = np.ascontiguousarray(diff, dtype=np.float32).reshape(data.shape)
-            tops.append(blob)
+        tops = [Blob(data=data, diff=diff) for data, diff in zip(top_data, top_diffs)]
         for b in bottoms:
-            b._diff = np.zeros_like(b._data)
+            b.diff = 0.0
         self._guard("backward", self.user.backward, tops, propagate_down, bottoms)
         return [b.diff for b in bottoms] + [p.diff for p in params]
 

@@ -16,7 +16,8 @@ import torch
 import caffelike
 from caffelike.errors import LayerError
 from caffelike.layers import LAYERS
-from caffelike.layers.python import Blob, check_allowed, python_layers
+from caffelike.blob import Blob
+from caffelike.layers.python import check_allowed, python_layers
 from caffelike.proto import caffe_pb2
 
 from .golden_case import assert_close, load_case
