@@ -2,14 +2,16 @@
 
 Two kinds of class work:
 
-* a pycaffe layer: a subclass of :class:`Layer` (exported as ``caffelike.Layer``, i.e.
-  ``caffe.Layer``) with ``setup(bottom, top)``, ``reshape(bottom, top)``,
-  ``forward(bottom, top)`` and ``backward(top, propagate_down, bottom)`` working on blobs
+* a pycaffe layer: a subclass of the layer base class :class:`~caffelike.layers.base.Layer`
+  (``caffelike.Layer``, i.e. ``caffe.Layer``), built as Caffe builds it, ``cls(param)``, with
+  ``setup(bottom, top)``, ``reshape(bottom, top)``, ``forward(bottom, top)`` and
+  ``backward(top, propagate_down, bottom)`` working on :class:`~caffelike.blob.Blob` objects
   with numpy ``.data``/``.diff``. It runs inside an autograd function that calls its
   ``backward``; blobs it adds with ``self.blobs.add_blob(*shape)`` in ``setup`` become
-  learnable parameters (their ``.diff`` written in ``backward`` is their gradient).
-* a ``torch.nn.Module``: called as ``module(*bottoms)`` returning a tensor or a list of
-  tensors, differentiated by autograd; its parameters are the layer's blobs.
+  learnable parameters (their ``.diff`` written in ``backward`` is their gradient). A class
+  that is not a ``torch.nn.Module`` at all is run the same way.
+* any other ``torch.nn.Module``: called as ``module(*bottoms)`` returning a tensor or a list
+  of tensors, differentiated by autograd; its parameters are the layer's blobs.
 
 The module is imported as Caffe does (``sys.path``, then the current directory).
 ``param_str`` and ``phase`` are set on the instance before ``setup`` (pycaffe) or passed to
@@ -35,8 +37,7 @@ from torch import nn
 
 from ..blob import Blob, BlobVec
 from ..errors import LayerError, Where
-from .base import Layer as _CaffeLayer
-from .base import Shape, register_layer
+from .base import Layer, Shape, register_layer
 
 Tensor = torch.Tensor
 
@@ -59,37 +60,6 @@ def check_allowed(where: Where | None = None) -> None:
     if not python_layers_allowed.get():
         raise LayerError("Python layers are disabled (allow_python_layers=False); "
                          "enable them to run user code from python_param", where)
-
-
-# --- pycaffe's Layer base class ------------------------------------------------------------
-class Layer:
-    """Base class of pycaffe Python layers (``caffe.Layer``).
-
-    Override ``setup``, ``reshape``, ``forward`` and ``backward``; ``self.param_str`` and
-    ``self.phase`` are set before ``setup``; ``self.blobs.add_blob(*shape)`` adds parameters.
-    """
-
-    type = "Python"
-
-    def __init__(self, param: Any = None):
-        self.layer_param = param
-        self.blobs = BlobVec()
-        self.param_str = param.python_param.param_str if param is not None else ""
-        self.phase = int(param.phase) if param is not None else 0
-
-    def setup(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
-        """Called once when the net is built."""
-
-    def reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
-        """Called before every forward: reshape the tops for these bottoms."""
-
-    def forward(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
-        raise NotImplementedError(f"{type(self).__name__} does not define forward(bottom, top)")
-
-    def backward(self, top: Sequence[Blob], propagate_down: Sequence[bool],
-                 bottom: Sequence[Blob]) -> None:
-        raise NotImplementedError(f"{type(self).__name__} does not define "
-                                  "backward(top, propagate_down, bottom)")
 
 
 # --- importing the user's class ---------------------------------------------------------------
@@ -151,7 +121,7 @@ def _make_module(cls: type, param: Any, phase: int) -> nn.Module:
 
 # --- the Caffe layer --------------------------------------------------------------------------
 @register_layer("Python", bottoms=(0, None), tops=(0, None))
-class PythonLayer(_CaffeLayer):
+class PythonLayer(Layer):
     """Runs a user's Python layer class (pycaffe-style or ``nn.Module``), see the module doc."""
 
     def __init__(self, *args, **kwargs):
@@ -165,13 +135,14 @@ class PythonLayer(_CaffeLayer):
         cls = load_class(pp.module, pp.layer, self.where)
         self.register_buffer("_device_probe", torch.zeros(0), persistent=False)
         self.n_tops = len(self.param.top)
-        self.is_module = issubclass(cls, nn.Module)
+        self.is_module = issubclass(cls, nn.Module) and not issubclass(cls, Layer)
         if self.is_module:
             self.impl = self._guard("construction", _make_module, cls, self.param, self.phase)
             for p in self.impl.parameters():
                 self.blobs.append(p)
         else:
-            self.user = self._guard("construction", cls, self.param)
+            # The user's layer runs on numpy blobs, not as a submodule of the net.
+            object.__setattr__(self, "user", self._guard("construction", cls, self.param))
             self.user.param_str = pp.param_str
             self.user.phase = int(self.phase)
             if not hasattr(self.user, "blobs"):

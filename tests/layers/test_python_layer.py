@@ -162,9 +162,10 @@ def _layer(cls_name: str, shapes, n_tops: int = 1, phase: int = caffe_pb2.TRAIN,
     return LAYERS.get("Python").cls(lp, [tuple(s) for s in shapes], phase)
 
 
-def test_caffe_layer_is_exported() -> None:
-    from caffelike.layers.python import Layer
-    assert caffelike.Layer is Layer
+def test_caffe_layer_is_the_layer_base_class() -> None:
+    import caffelike.layers
+    from caffelike.layers.base import Layer
+    assert caffelike.Layer is caffelike.layers.Layer is Layer
 
 
 def test_pycaffe_euclidean_loss_matches_caffe_golden() -> None:
