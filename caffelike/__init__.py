@@ -24,7 +24,7 @@ _LAZY: dict[str, str] = {
     "set_device": "caffelike.mode:set_device",
     "set_random_seed": "caffelike.mode:set_random_seed",
     "layer_type_list": "caffelike.net:layer_type_list",
-    "Layer": "caffelike.layers.python:Layer",
+    "Layer": "caffelike.layers:Layer",
     "SGDSolver": "caffelike.solver:SGDSolver",
     "NesterovSolver": "caffelike.solver:NesterovSolver",
     "AdaGradSolver": "caffelike.solver:AdaGradSolver",

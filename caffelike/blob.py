@@ -1,5 +1,6 @@
-"""pycaffe's blob objects: ``Blob`` (an activation, with data and diff), ``ParamBlob`` (a view
-of a layer's parameter) and ``LayerView`` (``net.layers[i]``: type, name and parameter blobs).
+"""pycaffe's blob objects: ``Blob`` (data and diff: a net's activation, a Python layer's bottom,
+top or parameter), ``BlobVec`` (a Python layer's ``self.blobs``), ``ParamBlob`` (a view of a
+net layer's parameter) and ``LayerView`` (``net.layers[i]``: type, name and parameter blobs).
 
 All give numpy arrays that write through while the net is on the CPU, and Caffe's legacy
 ``num``/``channels``/``height``/``width`` accessors.
@@ -51,22 +52,35 @@ class Shaped:
 
 
 class Blob(Shaped):
-    """An activation blob of a net: data and diff live in CPU tensors, allocated on first use."""
+    """pycaffe's blob (``caffe._caffe.Blob``): float32 ``data`` and ``diff`` numpy arrays.
 
-    def __init__(self, shape: Sequence[int]):
-        self._shape = tuple(int(d) for d in shape)
+    Both are views of CPU tensors, allocated (as zeros) on first use: the net keeps one blob
+    per activation and copies results in with :meth:`store`; a Python layer gets its bottoms,
+    tops and parameters as blobs. ``Blob(shape)`` starts empty; ``Blob(data=array)`` wraps an
+    array (without a copy when it is already float32 and contiguous).
+    """
+
+    def __init__(self, shape: Sequence[int] = (), data: np.ndarray | None = None,
+                 diff: np.ndarray | None = None):
         self._data: torch.Tensor | None = None
         self._diff: torch.Tensor | None = None
+        if data is None:
+            self._shape = _dims(shape)
+        else:
+            self._data = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+            self._shape = tuple(self._data.shape)
+        if diff is not None:
+            self._diff = torch.from_numpy(np.ascontiguousarray(diff, dtype=np.float32)).reshape(self._shape)
 
     @property
     def shape(self) -> tuple[int, ...]:
         return self._shape
 
     def reshape(self, *shape: int) -> None:
-        """Give the blob a new shape (contents are kept only when the count is unchanged)."""
+        """Caffe's Blob::Reshape: contents kept when the count is unchanged, else zeros."""
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
-        new = tuple(int(d) for d in shape)
+        new = _dims(shape)
         if new == self._shape:
             return
         self._shape = new
@@ -76,6 +90,13 @@ class Blob(Shaped):
                 setattr(self, attr, old.reshape(new))
             else:
                 setattr(self, attr, None)
+
+    def use_tensors(self, data: torch.Tensor, diff: torch.Tensor | None = None) -> None:
+        """View ``data`` (and ``diff``, else zeros) from now on, without copying: CPU float32
+        tensors, e.g. a Python layer's parameter, so that its blob writes through."""
+        self._shape = tuple(data.shape)
+        self._data = data
+        self._diff = diff
 
     def data_tensor(self) -> torch.Tensor:
         """The persistent CPU tensor behind ``.data``."""
@@ -115,6 +136,21 @@ class Blob(Shaped):
 
     def __repr__(self) -> str:
         return f"Blob(shape={self._shape})"
+
+
+class BlobVec(list):
+    """pycaffe's BlobVec: a Python layer's ``self.blobs``, a list of blobs with ``add_blob``."""
+
+    def add_blob(self, *shape: int) -> None:
+        """Append a zero blob of ``shape`` (pycaffe's ``self.blobs.add_blob(...)`` in setup)."""
+        self.append(Blob(shape))
+
+
+def _dims(shape: Sequence[int]) -> tuple[int, ...]:
+    dims = tuple(int(d) for d in shape)
+    if any(d < 0 for d in dims):
+        raise ValueError(f"blob shape {dims} has a negative dimension")
+    return dims
 
 
 class ParamBlob(Shaped):

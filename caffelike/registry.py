@@ -1,4 +1,9 @@
-"""A small named registry (layer types, solvers, fillers, lr policies, commands)."""
+"""A small named registry with "did you mean" lookups.
+
+Used where classes or functions register themselves beside their code: layer types
+(:data:`caffelike.layers.base.LAYERS`) and filler types (:data:`caffelike.fillers.FILLERS`).
+Closed sets kept in one module (lr policies, update rules) are plain dicts.
+"""
 from __future__ import annotations
 
 import difflib

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from ..errors import DataError, LayerError, WeightsError, Where
-from ..io.blobs import blob_to_array, read_blob_file
+from ..io.blobs import read_mean_file
 from ..proto import caffe_pb2
 
 TRAIN = caffe_pb2.TRAIN
@@ -98,21 +98,6 @@ def rotate_bound(img: np.ndarray, angle: int) -> np.ndarray:
     return out[:, :, None] if out.ndim == 2 else out
 
 
-def read_mean_binaryproto(path: str) -> np.ndarray:
-    """A .binaryproto mean file as a float32 ``(C, H, W)`` array.
-
-    Caffe reads the mean through the blob's legacy 4-D accessors: fewer axes are padded with
-    leading 1s, and the axes before the last three must all be 1.
-    """
-    array = blob_to_array(read_blob_file(path))
-    if array.ndim < 3:
-        return array.reshape((1,) * (3 - array.ndim) + array.shape)
-    if int(np.prod(array.shape[:-3], dtype=np.int64)) != 1:
-        raise WeightsError(f"mean blob has shape {array.shape}; expected (1, C, H, W) or (C, H, W)",
-                           Where(file=path))
-    return array.reshape(array.shape[-3:])
-
-
 class DataTransformer:
     """One layer's ``transform_param`` in one phase (picklable: it travels to workers)."""
 
@@ -158,7 +143,7 @@ class DataTransformer:
             raise DataError(f"cannot open mean_file '{path}' (relative paths are relative to "
                             f"the current directory {os.getcwd()})", self.where)
         try:
-            chw = read_mean_binaryproto(path)
+            chw = read_mean_file(path)
         except WeightsError as exc:
             raise DataError(f"mean_file '{path}' is not a valid BlobProto: {exc.message}",
                             self.where) from None

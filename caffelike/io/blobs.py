@@ -104,23 +104,26 @@ def read_blob_file(path: str | os.PathLike) -> caffe_pb2.BlobProto:
 
 
 def read_mean_file(path: str | os.PathLike) -> np.ndarray:
-    """The mean image of a .binaryproto as a float32 array (C, H, W).
+    """The mean image of a .binaryproto mean file, as a float32 array (C, H, W).
 
-    Caffe's mean files hold one image with num = 1; a leading axis of size 1 is dropped
-    (pycaffe's ``blobproto_to_array(...)[0]``).
+    Caffe's DataTransformer loads the file into a blob (``Blob::FromProto``) and reads it
+    through the legacy 4-D accessors: channels, height and width are axes 1 to 3, and the
+    mean is the first ``channels * height * width`` values. So the blob must have 4 axes
+    (num, channels, height, width); with num > 1 the first image is the mean. pycaffe's
+    ``blobproto_to_array(blob)[0]`` gives the same image.
     """
     path = os.fspath(path)
     blob = read_blob_file(path)
+    shape = blob_shape(blob)
+    if len(shape) != 4 or min(shape) < 0:
+        raise WeightsError(f"mean blob has shape {shape}; expected (num, C, H, W) with num >= 1: "
+                           "Caffe reads a mean file through the legacy 4-D accessors "
+                           "(write a (C, H, W) mean with a leading axis of 1)", Where(file=path))
     try:
         array = blob_to_array(blob)
     except WeightsError as exc:
         raise WeightsError(exc.message, Where(file=path)) from None
-    if array.ndim == 4 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 3:
-        raise WeightsError(f"mean blob has shape {array.shape}; expected (1, C, H, W) "
-                           "or (C, H, W)", Where(file=path))
-    return array
+    return array[0]
 
 
 def write_mean_file(array: np.ndarray, path: str | os.PathLike) -> None:

@@ -12,6 +12,10 @@ Adding a layer = one class in its family module::
     class AbsVal(Layer):
         def forward(self, x):
             return [AbsValFn.apply(x)]
+
+The same :class:`Layer` is pycaffe's ``caffe.Layer`` (``caffelike.Layer``): a user's Python
+layer subclasses it and speaks Caffe's blob protocol instead (see the class docstring); the
+``Python`` layer type (layers/python.py) runs it.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from typing import Any, Callable, ClassVar, Iterator, Sequence
 import torch
 from torch import nn
 
+from ..blob import Blob, BlobVec
 from ..errors import LayerError, NetError, Where
 from ..proto import caffe_pb2
 from ..registry import Registry
@@ -80,26 +85,40 @@ def register_layer(type_name: str, *, bottoms: int | tuple[int, int | None] = 1,
 
 
 class Layer(nn.Module):
-    """Base class of every Caffe layer.
+    """Base class of every Caffe layer, built-in or a pycaffe Python layer (``caffe.Layer``).
 
-    Subclasses read their ``*_param`` from ``self.param`` in ``__init__`` (after calling
-    ``super().__init__``), create their blobs with :meth:`add_blob`, and implement
-    :meth:`forward`. Top shapes are found by running ``forward`` on meta tensors; layers whose
-    forward cannot run on meta tensors (data-dependent shapes, data sources) override
-    :meth:`top_shapes`.
+    A built-in layer is built by the net as ``cls(param, bottom_shapes, phase, where)``. It
+    reads its ``*_param`` from ``self.param`` in ``__init__`` (after calling
+    ``super().__init__``), creates its blobs with :meth:`add_blob`, and implements
+    :meth:`forward` on tensors. Top shapes are found by running ``forward`` on meta tensors;
+    layers whose forward cannot run on meta tensors (data-dependent shapes, data sources)
+    override :meth:`top_shapes`.
+
+    A pycaffe Python layer is built as Caffe builds it, ``cls(param)``: its ``self.blobs`` is
+    then a :class:`~caffelike.blob.BlobVec` (``self.blobs.add_blob(*shape)`` in ``setup``),
+    ``self.param_str``, ``self.phase`` and ``self.type`` are set, and it overrides ``setup``,
+    ``reshape``, ``forward`` and ``backward`` on blobs with numpy ``data``/``diff``.
     """
 
     caffe_type: ClassVar[str] = ""
     prefers_channels_last: ClassVar[bool] = False  # runs faster on channels_last activations
 
-    def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: Sequence[Shape],
-                 phase: int = TEST, where: Where | None = None):
+    def __init__(self, param: caffe_pb2.LayerParameter | None = None,
+                 bottom_shapes: Sequence[Shape] | None = None, phase: int = TEST,
+                 where: Where | None = None):
         super().__init__()
+        param = param if param is not None else caffe_pb2.LayerParameter(type="Python")
+        pycaffe = bottom_shapes is None  # Caffe's constructor, Layer(param): a Python layer
         self.param = param
-        self.phase = phase
+        self.phase = int(param.phase) if pycaffe else phase
         self.where = where if where is not None else Where(layer=param.name, type=param.type)
-        self.bottom_shapes: list[Shape] = [tuple(s) for s in bottom_shapes]
-        self.blobs = nn.ParameterList()
+        self.bottom_shapes: list[Shape] = [tuple(s) for s in bottom_shapes or ()]
+        if pycaffe:
+            self.blobs = BlobVec()
+            self.param_str = param.python_param.param_str
+            self.type = param.type  # pycaffe's layer.type (shadows nn.Module.type on this object)
+        else:
+            self.blobs = nn.ParameterList()
 
     # -- construction helpers -------------------------------------------------------------
     def error(self, message: str) -> LayerError:
@@ -119,8 +138,9 @@ class Layer(nn.Module):
         return blob
 
     # -- running -----------------------------------------------------------------------------
-    def forward(self, *bottoms: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def forward(self, *bottoms: Any) -> list[torch.Tensor] | None:
+        """The tops for these bottom tensors; a pycaffe layer's is ``forward(bottom, top)``."""
+        raise NotImplementedError(f"{type(self).__name__} does not define forward")
 
     def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
         """Shapes of the tops for these bottom shapes, computed without real data.
@@ -133,9 +153,22 @@ class Layer(nn.Module):
             tops = self(*meta)
         return [tuple(t.shape) for t in tops]
 
-    def reshape(self, bottom_shapes: Sequence[Shape]) -> None:
-        """Called when the net is reshaped to new bottom shapes (default: remember them)."""
-        self.bottom_shapes = [tuple(s) for s in bottom_shapes]
+    def reshape(self, bottom: Sequence[Shape] | Sequence[Blob],
+                top: Sequence[Blob] | None = None) -> None:
+        """Caffe's Layer::Reshape. The net calls it with the new bottom shapes (default:
+        remember them); a pycaffe layer gets its bottom and top blobs, to reshape the tops."""
+        if top is None:
+            self.bottom_shapes = [tuple(s) for s in bottom]
+
+    # -- pycaffe's blob protocol (Python layers) ---------------------------------------------
+    def setup(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        """Called once when the net is built (pycaffe layers)."""
+
+    def backward(self, top: Sequence[Blob], propagate_down: Sequence[bool],
+                 bottom: Sequence[Blob]) -> None:
+        """Write the bottoms' (and blobs') diffs from the tops' diffs (pycaffe layers)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define "
+                                  "backward(top, propagate_down, bottom)")
 
     def extra_repr(self) -> str:
         return f"name={self.param.name!r}, type={self.caffe_type!r}"

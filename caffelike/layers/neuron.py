@@ -120,11 +120,6 @@ class ReLU(_NeuronLayer):
             return torch.relu(x)
         return torch.nn.functional.leaky_relu(x, self.negative_slope)
 
-    def rule(self, x: Tensor, y: Tensor, dy: Tensor) -> Tensor:
-        if self.negative_slope == 0.0:
-            return dy * _positive(x)
-        return dy * (_positive(x) + self.negative_slope * _non_positive(x))
-
     def forward(self, x: Tensor) -> list[Tensor]:
         # torch's own backward of relu/leaky_relu is Caffe's rule: dy where x > 0, else
         # negative_slope * dy (0 included); it runs in one kernel and saves no extra tensor.

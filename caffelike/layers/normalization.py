@@ -52,9 +52,6 @@ class BatchNorm(Layer):
         """Same shape as the bottom."""
         return [tuple(bottom_shapes[0])]
 
-    def _stats_shape(self, x: torch.Tensor) -> tuple[int, ...]:
-        return (1, self.channels) + (1,) * max(0, x.dim() - 2)
-
     def global_stats(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Caffe's global statistics: (mean, variance) = blob / scale factor, 0 if the factor is 0.
 

@@ -2,14 +2,16 @@
 
 Two kinds of class work:
 
-* a pycaffe layer: a subclass of :class:`Layer` (exported as ``caffelike.Layer``, i.e.
-  ``caffe.Layer``) with ``setup(bottom, top)``, ``reshape(bottom, top)``,
-  ``forward(bottom, top)`` and ``backward(top, propagate_down, bottom)`` working on blobs
+* a pycaffe layer: a subclass of the layer base class :class:`~caffelike.layers.base.Layer`
+  (``caffelike.Layer``, i.e. ``caffe.Layer``), built as Caffe builds it, ``cls(param)``, with
+  ``setup(bottom, top)``, ``reshape(bottom, top)``, ``forward(bottom, top)`` and
+  ``backward(top, propagate_down, bottom)`` working on :class:`~caffelike.blob.Blob` objects
   with numpy ``.data``/``.diff``. It runs inside an autograd function that calls its
   ``backward``; blobs it adds with ``self.blobs.add_blob(*shape)`` in ``setup`` become
-  learnable parameters (their ``.diff`` written in ``backward`` is their gradient).
-* a ``torch.nn.Module``: called as ``module(*bottoms)`` returning a tensor or a list of
-  tensors, differentiated by autograd; its parameters are the layer's blobs.
+  learnable parameters (their ``.diff`` written in ``backward`` is their gradient). A class
+  that is not a ``torch.nn.Module`` at all is run the same way.
+* any other ``torch.nn.Module``: called as ``module(*bottoms)`` returning a tensor or a list
+  of tensors, differentiated by autograd; its parameters are the layer's blobs.
 
 The module is imported as Caffe does (``sys.path``, then the current directory).
 ``param_str`` and ``phase`` are set on the instance before ``setup`` (pycaffe) or passed to
@@ -33,10 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..blob import Shaped
+from ..blob import Blob, BlobVec
 from ..errors import LayerError, Where
-from .base import Layer as _CaffeLayer
-from .base import Shape, register_layer
+from .base import Layer, Shape, register_layer
 
 Tensor = torch.Tensor
 
@@ -59,95 +60,6 @@ def check_allowed(where: Where | None = None) -> None:
     if not python_layers_allowed.get():
         raise LayerError("Python layers are disabled (allow_python_layers=False); "
                          "enable them to run user code from python_param", where)
-
-
-# --- pycaffe's surface: Blob, BlobVec and the Layer base class ---------------------------------
-class Blob(Shaped):
-    """A pycaffe-style blob: float32 numpy ``data`` and ``diff`` that the user writes into."""
-
-    def __init__(self, shape: Sequence[int] = (), data: np.ndarray | None = None):
-        if data is not None:
-            self._data = np.ascontiguousarray(data, dtype=np.float32)
-        else:
-            self._data = np.zeros(tuple(int(d) for d in shape), dtype=np.float32)
-        self._diff = np.zeros_like(self._data)
-
-    @property
-    def data(self) -> np.ndarray:
-        return self._data
-
-    @data.setter
-    def data(self, value: Any) -> None:
-        self._data[...] = value
-
-    @property
-    def diff(self) -> np.ndarray:
-        return self._diff
-
-    @diff.setter
-    def diff(self, value: Any) -> None:
-        self._diff[...] = value
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self._data.shape)
-
-    def reshape(self, *shape: int) -> None:
-        """Caffe's Blob::Reshape: contents kept when the count is unchanged, else zeros."""
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        new = tuple(int(d) for d in shape)
-        if any(d < 0 for d in new):
-            raise ValueError(f"blob shape {new} has a negative dimension")
-        if new == self.shape:
-            return
-        if int(np.prod(new, dtype=np.int64)) == self._data.size:
-            self._data = self._data.reshape(new)
-            self._diff = self._diff.reshape(new)
-        else:
-            self._data = np.zeros(new, dtype=np.float32)
-            self._diff = np.zeros(new, dtype=np.float32)
-
-    def __repr__(self) -> str:
-        return f"Blob(shape={self.shape})"
-
-
-class BlobVec(list):
-    """pycaffe's BlobVec: a list of blobs with ``add_blob(*shape)``."""
-
-    def add_blob(self, *shape: int) -> None:
-        """Append a zero blob of ``shape`` (pycaffe's ``self.blobs.add_blob(...)`` in setup)."""
-        self.append(Blob(tuple(int(d) for d in shape)))
-
-
-class Layer:
-    """Base class of pycaffe Python layers (``caffe.Layer``).
-
-    Override ``setup``, ``reshape``, ``forward`` and ``backward``; ``self.param_str`` and
-    ``self.phase`` are set before ``setup``; ``self.blobs.add_blob(*shape)`` adds parameters.
-    """
-
-    type = "Python"
-
-    def __init__(self, param: Any = None):
-        self.layer_param = param
-        self.blobs = BlobVec()
-        self.param_str = param.python_param.param_str if param is not None else ""
-        self.phase = int(param.phase) if param is not None else 0
-
-    def setup(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
-        """Called once when the net is built."""
-
-    def reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
-        """Called before every forward: reshape the tops for these bottoms."""
-
-    def forward(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
-        raise NotImplementedError(f"{type(self).__name__} does not define forward(bottom, top)")
-
-    def backward(self, top: Sequence[Blob], propagate_down: Sequence[bool],
-                 bottom: Sequence[Blob]) -> None:
-        raise NotImplementedError(f"{type(self).__name__} does not define "
-                                  "backward(top, propagate_down, bottom)")
 
 
 # --- importing the user's class ---------------------------------------------------------------
@@ -209,7 +121,7 @@ def _make_module(cls: type, param: Any, phase: int) -> nn.Module:
 
 # --- the Caffe layer --------------------------------------------------------------------------
 @register_layer("Python", bottoms=(0, None), tops=(0, None))
-class PythonLayer(_CaffeLayer):
+class PythonLayer(Layer):
     """Runs a user's Python layer class (pycaffe-style or ``nn.Module``), see the module doc."""
 
     def __init__(self, *args, **kwargs):
@@ -223,13 +135,14 @@ class PythonLayer(_CaffeLayer):
         cls = load_class(pp.module, pp.layer, self.where)
         self.register_buffer("_device_probe", torch.zeros(0), persistent=False)
         self.n_tops = len(self.param.top)
-        self.is_module = issubclass(cls, nn.Module)
+        self.is_module = issubclass(cls, nn.Module) and not issubclass(cls, Layer)
         if self.is_module:
             self.impl = self._guard("construction", _make_module, cls, self.param, self.phase)
             for p in self.impl.parameters():
                 self.blobs.append(p)
         else:
-            self.user = self._guard("construction", cls, self.param)
+            # The user's layer runs on numpy blobs, not as a submodule of the net.
+            object.__setattr__(self, "user", self._guard("construction", cls, self.param))
             self.user.param_str = pp.param_str
             self.user.phase = int(self.phase)
             if not hasattr(self.user, "blobs"):
@@ -238,7 +151,7 @@ class PythonLayer(_CaffeLayer):
             self.top_blobs = [Blob(()) for _ in range(self.n_tops)]
             self._guard("setup", self.user.setup, bottoms, self.top_blobs)
             for blob in self.user.blobs:
-                self.blobs.append(nn.Parameter(torch.from_numpy(blob.data)))
+                self.blobs.append(nn.Parameter(blob.data_tensor()))
             self._guard("reshape", self.user.reshape, bottoms, self.top_blobs)
             self._shapes_for = (list(self.bottom_shapes), [b.shape for b in self.top_blobs])
 
@@ -292,8 +205,7 @@ class PythonLayer(_CaffeLayer):
         """Point the user's parameter blobs at the current parameter values (CPU numpy)
         and clear their diffs (the diff a backward writes is that call's gradient)."""
         for blob, param in zip(self.user.blobs, self.blobs):
-            blob._data = param.detach().cpu().numpy()
-            blob._diff = np.zeros_like(blob._data)
+            blob.use_tensors(param.detach().cpu())
         return list(self.user.blobs)
 
     def _run_forward(self, bottoms: Sequence[Tensor]) -> tuple[list[Blob], list[np.ndarray]]:
@@ -306,13 +218,9 @@ class PythonLayer(_CaffeLayer):
     def _run_backward(self, bottoms: list[Blob], top_data: list[np.ndarray],
                       top_diffs: list[np.ndarray], propagate_down: list[bool]) -> list[np.ndarray]:
         params = self._sync_params()
-        tops = []
-        for data, diff in zip(top_data, top_diffs):
-            blob = Blob(data=data)
-            blob._diff = np.ascontiguousarray(diff, dtype=np.float32).reshape(data.shape)
-            tops.append(blob)
+        tops = [Blob(data=data, diff=diff) for data, diff in zip(top_data, top_diffs)]
         for b in bottoms:
-            b._diff = np.zeros_like(b._data)
+            b.diff = 0.0
         self._guard("backward", self.user.backward, tops, propagate_down, bottoms)
         return [b.diff for b in bottoms] + [p.diff for p in params]
 

@@ -97,8 +97,3 @@ def get_policy(name: str, where: str = "solver") -> PolicyFn:
     except KeyError:
         known = ", ".join(LR_POLICIES)
         raise SolverError(f"{where}: unknown lr_policy '{name}'; known: {known}") from None
-
-
-def learning_rate(param, it: int, step: int) -> tuple[float, int]:
-    """Caffe's GetLearningRate for ``param.lr_policy`` at ``it``: ``(rate, current_step)``."""
-    return get_policy(param.lr_policy)(param, it, step)

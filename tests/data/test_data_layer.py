@@ -12,8 +12,8 @@ import pytest
 from google.protobuf import text_format
 
 from caffelike import cli
-from caffelike.data.transformer import read_mean_binaryproto
 from caffelike.errors import DataError
+from caffelike.io import read_mean_file
 from caffelike.layers.data import Data, ImageData
 from caffelike.proto import caffe_pb2
 from caffelike.tools import compute_image_mean, convert_imageset
@@ -125,12 +125,12 @@ def test_compute_image_mean_is_the_numpy_mean(tmp_path, monkeypatch):
     stack = np.stack([cv2.resize(cv2.imread(p), (48, 48)).transpose(2, 0, 1) for p in paths])
     blob = caffe_pb2.BlobProto.FromString(pathlib.Path(mean_file).read_bytes())
     assert (blob.num, blob.channels, blob.height, blob.width) == (1, 3, 48, 48)
-    np.testing.assert_allclose(read_mean_binaryproto(mean_file), stack.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(read_mean_file(mean_file), stack.mean(axis=0), rtol=1e-6)
     # and it works as a Data layer's mean_file (subtracted at the centre-crop offset)
     data = Data(param(f'name: "d" type: "Data" top: "data" data_param {{ source: "{db}" batch_size: 7 }} '
                       f'transform_param {{ crop_size: 40 mean_file: "{mean_file}" }}'), [], TEST)
     (batch,) = data.forward()
-    mean = read_mean_binaryproto(mean_file)
+    mean = read_mean_file(mean_file)
     np.testing.assert_array_equal(batch.numpy(), (stack[:, :, 4:44, 4:44].astype(np.float32) - mean[:, 4:44, 4:44]))
 
 

@@ -96,6 +96,18 @@ def test_mean_file_size_mismatch_and_missing_file(img, tmp_path):
         make(TEST, mean_file=str(tmp_path / "nope.binaryproto"))
 
 
+def test_mean_file_of_three_axes_is_refused_naming_the_file(tmp_path):
+    # Caffe reads channels/height/width as axes 1..3 of the mean blob (Blob::LegacyShape)
+    blob = caffe_pb2.BlobProto()
+    blob.shape.dim.extend([3, 9, 11])
+    blob.data.extend([0.0] * 3 * 9 * 11)
+    path = tmp_path / "chw.binaryproto"
+    path.write_bytes(blob.SerializeToString())
+    with pytest.raises(DataError, match=r"layer 'data' \(ImageData\): mean_file '.*chw\.binaryproto' "
+                                        r"is not a valid BlobProto: mean blob has shape \(3, 9, 11\)"):
+        make(TEST, mean_file=str(path))
+
+
 def test_test_phase_centre_crop_and_train_offsets_in_range(img):
     draw = make(TEST, crop_size=4).sample(np.random.default_rng(0), 9, 11)
     assert (draw.h_off, draw.w_off) == ((9 - 4) // 2, (11 - 4) // 2)

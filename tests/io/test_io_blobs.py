@@ -98,6 +98,38 @@ def test_real_mean_files(name: str, tmp_path: pathlib.Path) -> None:
     assert out.read_bytes() == path.read_bytes()
 
 
+def _write_blob(path: pathlib.Path, blob: caffe_pb2.BlobProto) -> pathlib.Path:
+    path.write_bytes(blob.SerializeToString())
+    return path
+
+
+def test_mean_file_is_the_first_image_of_a_4d_blob(tmp_path: pathlib.Path) -> None:
+    # DataTransformer (data_transformer.cpp) reads data_mean_ from offset 0 with
+    # channels()/height()/width() = axes 1..3, whatever num is
+    images = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    legacy = caffe_pb2.BlobProto(num=2, channels=3, height=4, width=5)
+    legacy.data.extend(images.ravel().tolist())
+    np.testing.assert_array_equal(read_mean_file(_write_blob(tmp_path / "a", legacy)), images[0])
+    shaped = caffe_pb2.BlobProto()
+    shaped.shape.dim.extend([1, 3, 4, 5])
+    shaped.double_data.extend(images[0].ravel().tolist())
+    mean = read_mean_file(_write_blob(tmp_path / "b", shaped))
+    assert mean.dtype == np.float32
+    np.testing.assert_array_equal(mean, images[0])
+
+
+def test_mean_file_needs_four_axes(tmp_path: pathlib.Path) -> None:
+    # Blob::LegacyShape counts axes from the front: a (3, 4, 5) blob would be read as
+    # channels 4, height 5, width 1, which no image matches; more than 4 axes is a CHECK failure
+    for dims in ([3, 4, 5], [1, 1, 3, 4, 5]):
+        blob = caffe_pb2.BlobProto()
+        blob.shape.dim.extend(dims)
+        blob.data.extend([0.0] * int(np.prod(dims)))
+        path = _write_blob(tmp_path / "m.binaryproto", blob)
+        with pytest.raises(WeightsError, match=r"m\.binaryproto: mean blob has shape .*leading axis of 1"):
+            read_mean_file(path)
+
+
 def test_mean_file_errors(tmp_path: pathlib.Path) -> None:
     empty = tmp_path / "empty.binaryproto"
     empty.write_bytes(b"")

@@ -16,7 +16,8 @@ import torch
 import caffelike
 from caffelike.errors import LayerError
 from caffelike.layers import LAYERS
-from caffelike.layers.python import Blob, check_allowed, python_layers
+from caffelike.blob import Blob
+from caffelike.layers.python import check_allowed, python_layers
 from caffelike.proto import caffe_pb2
 
 from .golden_case import assert_close, load_case
@@ -161,9 +162,10 @@ def _layer(cls_name: str, shapes, n_tops: int = 1, phase: int = caffe_pb2.TRAIN,
     return LAYERS.get("Python").cls(lp, [tuple(s) for s in shapes], phase)
 
 
-def test_caffe_layer_is_exported() -> None:
-    from caffelike.layers.python import Layer
-    assert caffelike.Layer is Layer
+def test_caffe_layer_is_the_layer_base_class() -> None:
+    import caffelike.layers
+    from caffelike.layers.base import Layer
+    assert caffelike.Layer is caffelike.layers.Layer is Layer
 
 
 def test_pycaffe_euclidean_loss_matches_caffe_golden() -> None:

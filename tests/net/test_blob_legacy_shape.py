@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from caffelike.blob import Blob
 from caffelike.io import parse_net
-from caffelike.layers.python import Blob as PythonLayerBlob
 from caffelike.net import Net
 
 _NET = """
@@ -29,8 +29,8 @@ def test_net_blobs_count_legacy_axes_from_the_front() -> None:
     assert (bias.num, bias.channels, bias.height, bias.width) == (7, 1, 1, 1)
 
 
-def test_python_layer_blob_counts_legacy_axes_from_the_front() -> None:
-    blob = PythonLayerBlob((4, 2))
+def test_standalone_blob_counts_legacy_axes_from_the_front() -> None:
+    blob = Blob((4, 2))
     assert (blob.num, blob.channels, blob.height, blob.width, blob.count) == (4, 2, 1, 1, 8)
-    blob = PythonLayerBlob(data=np.zeros((2, 3, 4, 5), np.float32))
+    blob = Blob(data=np.zeros((2, 3, 4, 5), np.float32))
     assert (blob.num, blob.channels, blob.height, blob.width, blob.count) == (2, 3, 4, 5, 120)

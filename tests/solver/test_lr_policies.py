@@ -14,7 +14,7 @@ import pytest
 
 from caffelike.errors import SolverError
 from caffelike.proto import caffe_pb2
-from caffelike.solver.lr_policies import LR_POLICIES, learning_rate
+from caffelike.solver.lr_policies import LR_POLICIES, get_policy
 
 
 def _param(**fields) -> caffe_pb2.SolverParameter:
@@ -25,6 +25,11 @@ def _param(**fields) -> caffe_pb2.SolverParameter:
         else:
             setattr(p, k, v)
     return p
+
+
+def learning_rate(param: caffe_pb2.SolverParameter, it: int, step: int) -> tuple[float, int]:
+    """The solver's lookup: the policy named by ``param.lr_policy``, at ``it``."""
+    return get_policy(param.lr_policy)(param, it, step)
 
 
 CASES = [
