@@ -13,7 +13,7 @@ from datetime import datetime
 import pytest
 
 from caffelike.cli import main as cli_main
-from caffelike.tools.parse_log import parse_lines, parse_log
+from caffelike.logs.parse import parse_lines, parse_log
 
 TESTS = pathlib.Path(__file__).resolve().parents[1]
 LOGS = TESTS / "golden" / "logs"
