@@ -1,4 +1,4 @@
-"""classify's list reading, preprocessing and confusion matrix (formulas: the book's inference flow)."""
+"""classify's preprocessing and confusion matrix (formulas: the book's inference flow)."""
 from __future__ import annotations
 
 import pathlib
@@ -9,21 +9,8 @@ import pytest
 
 from caffelike.errors import DataError
 from caffelike.inference import Preprocess, confusion_matrix, format_confusion
-from caffelike.io.image_list import ListEntry, read_image_list
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def test_read_image_list_with_optional_labels(tmp_path: pathlib.Path) -> None:
-    lst = tmp_path / "l.txt"
-    lst.write_text("a.jpg 1\n\nsub dir/b.png 0\nc.jpg\n")
-    assert read_image_list(str(lst), labels_required=False) == [
-        ListEntry("a.jpg", 1, 1), ListEntry("sub dir/b.png", 0, 3), ListEntry("c.jpg", None, 4)]
-    with pytest.raises(DataError, match=r"l.txt:4: expected 'path label', got 'c.jpg'"):
-        read_image_list(str(lst))
-    lst.write_text("a.jpg one\n")
-    with pytest.raises(DataError, match=r"l.txt:1: label 'one' is not an integer \(expected 'path label'\)"):
-        read_image_list(str(lst), labels_required=False)
 
 
 def test_preprocess_is_the_books_flow() -> None:
