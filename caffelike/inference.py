@@ -103,3 +103,34 @@ def predict(net, paths: Sequence[str], prep: Preprocess, output: str | None = No
         scores.append(np.asarray(out[out_name]).reshape(len(batch), -1))
     return np.concatenate(scores) if scores else np.zeros((0, 0), np.float32)
 
+
+
+def class_names(names: Sequence[str], n: int) -> list[str]:
+    """``names`` followed by the numbers of the classes it does not name, up to ``n``."""
+    return list(names) + [str(i) for i in range(len(names), n)]
+
+
+def report(items: Sequence[tuple[str, int | None]], scores: np.ndarray, names: Sequence[str] = (),
+           top_k: int = 1, per_image: bool = True) -> list[str]:
+    """The lines ``caffelike classify`` prints: per image (``per_image``) its ``top_k``
+    classes and scores, then, for the images with a label, the accuracy and the confusion
+    matrix. ``items`` are (path, label or None) in the order of the ``scores`` rows."""
+    n_classes = scores.shape[1]
+    shown = class_names(names, n_classes)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, : max(1, top_k)]
+    lines = []
+    if per_image:
+        for (path, label), row, idx in zip(items, scores, top):
+            best = "  ".join(f"{shown[k]} {row[k]:.4f}" for k in idx)
+            truth = f"  (label {shown[label]})" if label is not None and label < n_classes else ""
+            lines.append(f"{path}: {best}{truth}")
+    labelled = [(i, label) for i, (_, label) in enumerate(items) if label is not None]
+    if labelled:
+        truth = [label for _, label in labelled]
+        pred = [int(top[i, 0]) for i, _ in labelled]
+        acc = float(np.mean([t == q for t, q in zip(truth, pred)]))
+        classes = max(n_classes, max(truth) + 1)
+        lines.append(f"accuracy = {acc:.4f} ({sum(t == q for t, q in zip(truth, pred))}/{len(truth)})")
+        lines.append("confusion matrix (rows: true class, columns: predicted class):")
+        lines.append(format_confusion(confusion_matrix(truth, pred, classes), class_names(names, classes)))
+    return lines

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..cli import FlagParser
 from ..errors import CaffelikeError, DataError
-from ..inference import ENGINES, INTERPOLATIONS, Preprocess, confusion_matrix, format_confusion, predict
+from ..inference import ENGINES, INTERPOLATIONS, Preprocess, predict, report
 from ..io.image_list import read_image_list
 from ..log import get_logger, setup_logging
 
@@ -28,12 +28,12 @@ def _parse_floats(text: str | None) -> list[float] | None:
         raise CaffelikeError(f"expected comma-separated numbers, got '{text}'") from None
 
 
-def _class_names(path: str | None, n: int) -> list[str]:
+def _read_labels(path: str | None) -> list[str]:
+    """The class names of a -labels file, one per non-blank line (none without a file)."""
     if not path:
-        return [str(i) for i in range(n)]
+        return []
     with open(path, encoding="utf-8") as f:
-        names = [line.strip() for line in f if line.strip()]
-    return names + [str(i) for i in range(len(names), n)]
+        return [line.strip() for line in f if line.strip()]
 
 
 def main(argv: list[str]) -> int:
@@ -96,24 +96,7 @@ def main(argv: list[str]) -> int:
     prep = Preprocess(height=int(shape[2]), width=int(shape[3]), mean=mean, interpolation=args.resize,
                       raw_scale=args.raw_scale, scale=args.scale, channels=int(shape[1]))
     scores = predict(net, [path for path, _ in items], prep, args.output, args.batch_size, args.engine)
-    n_classes = scores.shape[1]
-    names = _class_names(args.labels, n_classes)
-    top = np.argsort(-scores, axis=1, kind="stable")[:, : max(1, args.top_k)]
-    lines = []
-    if not args.quiet:
-        for (path, label), row, idx in zip(items, scores, top):
-            best = "  ".join(f"{names[k]} {row[k]:.4f}" for k in idx)
-            truth = f"  (label {names[label]})" if label is not None and label < n_classes else ""
-            lines.append(f"{path}: {best}{truth}")
-    labelled = [(i, label) for i, (_, label) in enumerate(items) if label is not None]
-    if labelled:
-        truth = [label for _, label in labelled]
-        pred = [int(top[i, 0]) for i, _ in labelled]
-        acc = float(np.mean([t == q for t, q in zip(truth, pred)]))
-        classes = max(n_classes, max(truth) + 1)
-        lines.append(f"accuracy = {acc:.4f} ({sum(t == q for t, q in zip(truth, pred))}/{len(truth)})")
-        lines.append("confusion matrix (rows: true class, columns: predicted class):")
-        lines.append(format_confusion(confusion_matrix(truth, pred, classes), _class_names(args.labels, classes)))
+    lines = report(items, scores, _read_labels(args.labels), args.top_k, per_image=not args.quiet)
     sys.stdout.write("\n".join(lines) + "\n")
     get_logger("classify").info("classified %d images", len(items))
     return 0

@@ -1,4 +1,4 @@
-"""Caffe's solvers on torch: lr policies, update rules, the training loop, snapshots, CLI.
+"""Caffe's solvers on torch: lr policies, update rules, the training loop, snapshots, log messages.
 
 ``Solver`` runs Caffe's loop; ``SGDSolver`` ... ``AdamSolver`` fix the update rule, one class
 per entry of the update-rule table ``UPDATE_RULES``; ``get_solver(file_or_param)`` picks it
