@@ -7,9 +7,9 @@ import argparse
 import contextlib
 from typing import Callable, Iterator, Sequence
 
-from ..cli import FlagParser
 from google.protobuf.message import Message
 
+from ..cli import FlagParser
 from ..errors import DeviceError
 from ..log import get_logger
 
