@@ -103,6 +103,20 @@ class ResNet18(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
+class DeepThin(nn.Module):
+    """nets.deep_thin by hand: ``depth`` 1x1 convolution + ReLU pairs, then a linear layer."""
+
+    def __init__(self, depth: int, channels: int = 8, size: int = 8):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(channels, channels, 1) for _ in range(depth))
+        self.ip = nn.Linear(channels * size * size, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = torch.relu(conv(x))
+        return self.ip(x.flatten(1))
+
+
 MODELS = {"simpleconv3": Simpleconv3, "lenet": LeNet, "cifar10_quick": Cifar10Quick,
           "resnet18": ResNet18}
 

@@ -23,8 +23,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import baselines  # noqa: E402
+import harness  # noqa: E402
 import nets  # noqa: E402
-import run  # noqa: E402
 
 
 def _sync() -> None:
@@ -33,18 +33,8 @@ def _sync() -> None:
 
 
 def alternate(fn_a, fn_b, rounds: int, repeat: int, warmup: int = 3) -> tuple[float, float]:
-    """bench/run.py's alternate, synchronising the GPU around every timed call."""
-    return run.alternate(fn_a, fn_b, rounds, repeat, warmup=warmup, sync=_sync)
-
-
-def _solver(name: str, tmp: pathlib.Path, device: torch.device):
-    import caffelike
-
-    net_path = tmp / f"{name}.prototxt"
-    net_path.write_text(nets.TRAIN_NETS[name]())
-    solver_path = tmp / f"{name}_solver.prototxt"
-    solver_path.write_text(nets.SOLVER.format(net=net_path).replace("solver_mode: CPU", "solver_mode: GPU"))
-    return caffelike.get_solver(str(solver_path), device=device, nan_guard=False)
+    """harness.alternate, synchronising the GPU around every timed call."""
+    return harness.alternate(fn_a, fn_b, rounds, repeat, warmup=warmup, sync=_sync)
 
 
 def _hand(name: str, data, label, amp: str | None, compiled: bool):
@@ -85,7 +75,8 @@ def bench_train(quick: bool, device: torch.device, names: list[str] | None = Non
             label = torch.randint(0, 2 if name == "simpleconv3" else 10, (n,), generator=gen).float().to(device)
             inputs = {"data": data, "label": label}
             for mode, amp, compiled in modes:
-                solver = _solver(name, pathlib.Path(tmp), device)
+                solver = harness.make_solver(name, pathlib.Path(tmp), solver_mode="GPU", device=device,
+                                             nan_guard=False)
                 fuse_batchnorm_scale(solver.net.graph)
                 if compiled:
                     accel.compile_net(solver.net, install=True)
@@ -111,13 +102,11 @@ def bench_deploy(quick: bool, device: torch.device, names: list[str] | None = No
     from caffelike import accel
     from caffelike.net.fold import optimize_net
 
-    from run import random_weights
-
     rows = []
     names = names or (["resnet50"] if quick else list(nets.DEPLOY_NETS))
     for name in names:
         net = caffelike.Net(str(nets.DEPLOY_NETS[name]), caffelike.TEST)
-        random_weights(net)
+        harness.random_weights(net)
         in_name = net.inputs[0]
         _, c, h, w = net.blobs[in_name].data.shape
         batch = 16

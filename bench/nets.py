@@ -116,6 +116,24 @@ def resnet18() -> str:
     return text + _ip("fc", "pool5", 10) + _loss("fc")
 
 
+def deep_thin(depth: int, channels: int = 8, size: int = 8, batch: int = 4) -> str:
+    """A training prototxt of ``depth`` 1x1 Convolution + ReLU pairs on a tiny input."""
+    text = (f'name: "deep{depth}"\nlayer {{ name: "data" type: "Input" top: "data" top: "label"\n'
+            f'  input_param {{ shape {{ dim: {batch} dim: {channels} dim: {size} dim: {size} }} '
+            f'shape {{ dim: {batch} }} }} }}\n')
+    bottom = "data"
+    for i in range(depth):
+        text += (f'layer {{ name: "conv{i}" type: "Convolution" bottom: "{bottom}" top: "conv{i}"\n'
+                 f'  convolution_param {{ num_output: {channels} kernel_size: 1 '
+                 f'weight_filler {{ type: "msra" }} }} }}\n'
+                 f'layer {{ name: "relu{i}" type: "ReLU" bottom: "conv{i}" top: "conv{i}" }}\n')
+        bottom = f"conv{i}"
+    text += (f'layer {{ name: "ip" type: "InnerProduct" bottom: "{bottom}" top: "ip" '
+             f'inner_product_param {{ num_output: 10 weight_filler {{ type: "xavier" }} }} }}\n'
+             f'layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }}\n')
+    return text
+
+
 TRAIN_NETS = {"simpleconv3": simpleconv3, "lenet": lenet, "cifar10_quick": cifar10_quick,
               "resnet18": resnet18}
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import baselines  # noqa: E402
 import nets  # noqa: E402
-from run import alternate, make_solver, train_data  # noqa: E402
+from harness import depth_times, make_solver, train_data  # noqa: E402
 
 
 def _clock() -> float:
@@ -98,61 +98,6 @@ def profile_net(name: str, rounds: int) -> str:
     lines.append(f"| sum | {total_a:.2f} | {total_b:.2f} | {total_a - total_b:+.2f} |")
     lines.append(f"| Solver.step(1) | {statistics.median(step_times) * 1e3:.2f} | | |")
     return "\n".join(lines)
-
-
-def deep_thin(depth: int, channels: int = 8, size: int = 8, batch: int = 4) -> str:
-    """A training prototxt of ``depth`` 1x1 Convolution + ReLU pairs on a tiny input."""
-    text = (f'name: "deep{depth}"\nlayer {{ name: "data" type: "Input" top: "data" top: "label"\n'
-            f'  input_param {{ shape {{ dim: {batch} dim: {channels} dim: {size} dim: {size} }} '
-            f'shape {{ dim: {batch} }} }} }}\n')
-    bottom = "data"
-    for i in range(depth):
-        text += (f'layer {{ name: "conv{i}" type: "Convolution" bottom: "{bottom}" top: "conv{i}"\n'
-                 f'  convolution_param {{ num_output: {channels} kernel_size: 1 '
-                 f'weight_filler {{ type: "msra" }} }} }}\n'
-                 f'layer {{ name: "relu{i}" type: "ReLU" bottom: "conv{i}" top: "conv{i}" }}\n')
-        bottom = f"conv{i}"
-    text += (f'layer {{ name: "ip" type: "InnerProduct" bottom: "{bottom}" top: "ip" '
-             f'inner_product_param {{ num_output: 10 weight_filler {{ type: "xavier" }} }} }}\n'
-             f'layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }}\n')
-    return text
-
-
-class DeepThin(torch.nn.Module):
-    """The same deep thin net by hand."""
-
-    def __init__(self, depth: int, channels: int = 8, size: int = 8):
-        super().__init__()
-        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(channels, channels, 1) for _ in range(depth))
-        self.ip = torch.nn.Linear(channels * size * size, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv in self.convs:
-            x = torch.relu(conv(x))
-        return self.ip(x.flatten(1))
-
-
-def depth_times(depths: list[int], rounds: int) -> list[tuple[int, float, float]]:
-    """(depth, caffelike s/iter, hand-written s/iter) per depth, medians of alternating rounds."""
-    import caffelike
-
-    out = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for depth in depths:
-            net_path = pathlib.Path(tmp) / f"deep{depth}.prototxt"
-            net_path.write_text(deep_thin(depth))
-            solver_path = pathlib.Path(tmp) / f"deep{depth}_solver.prototxt"
-            solver_path.write_text(nets.SOLVER.format(net=net_path))
-            solver = caffelike.get_solver(str(solver_path))
-            gen = torch.Generator().manual_seed(0)
-            data = torch.randn(4, 8, 8, 8, generator=gen)
-            label = torch.randint(0, 10, (4,), generator=gen).float()
-            solver.net.blobs["data"].data[...] = data.numpy()
-            solver.net.blobs["label"].data[...] = label.numpy()
-            hand = baselines.make_model_step(DeepThin(depth), data, label)
-            a, b = alternate(lambda: solver.step(1), hand, rounds, 1)
-            out.append((depth, a, b))
-    return out
 
 
 def profile_depth(depths: list[int], rounds: int) -> str:

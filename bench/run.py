@@ -18,11 +18,9 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
@@ -31,54 +29,9 @@ import torch  # noqa: E402
 
 import baselines  # noqa: E402
 import nets  # noqa: E402
+from harness import alternate, depth_times, make_solver, random_weights, train_data  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
-
-
-def timed(fn, repeat: int, sync=None) -> float:
-    """Seconds per call of ``fn`` over ``repeat`` calls; ``sync`` (e.g. a CUDA synchronise)
-    runs before the clock starts and before it stops."""
-    if sync is not None:
-        sync()
-    start = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    if sync is not None:
-        sync()
-    return (time.perf_counter() - start) / repeat
-
-
-def alternate(fn_a, fn_b, rounds: int, repeat: int, warmup: int = 2, sync=None) -> tuple[float, float]:
-    """Median seconds per call of fn_a and fn_b, measured alternately (the order flips each round)."""
-    for _ in range(warmup):
-        fn_a()
-        fn_b()
-    a_times, b_times = [], []
-    for r in range(rounds):
-        pair = ((fn_a, a_times), (fn_b, b_times))
-        for fn, sink in (pair if r % 2 == 0 else pair[::-1]):
-            sink.append(timed(fn, repeat, sync))
-    return statistics.median(a_times), statistics.median(b_times)
-
-
-def make_solver(name: str, workdir: pathlib.Path, **solver_kwargs):
-    import caffelike
-
-    net_path = workdir / f"{name}.prototxt"
-    net_path.write_text(nets.TRAIN_NETS[name]())
-    solver_path = workdir / f"{name}_solver.prototxt"
-    solver_path.write_text(nets.SOLVER.format(net=net_path))
-    solver = caffelike.get_solver(str(solver_path), **solver_kwargs)
-    return solver
-
-
-def train_data(name: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    n, c, h, w = nets.TRAIN_SHAPES[name]
-    gen = torch.Generator().manual_seed(seed)
-    data = torch.randn(n, c, h, w, generator=gen) * (60.0 if name == "lenet" else 1.0)
-    classes = 2 if name == "simpleconv3" else 10
-    label = torch.randint(0, classes, (n,), generator=gen).float()
-    return data, label
 
 
 def bench_train(quick: bool) -> list[dict]:
@@ -108,22 +61,6 @@ def bench_train(quick: bool) -> list[dict]:
                              "ok": ratio >= 0.97 if main else None})
                 print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     return rows
-
-
-def random_weights(net) -> None:
-    gen = np.random.default_rng(0)
-    for blobs in net.params.values():
-        for i, blob in enumerate(blobs):
-            fan_in = max(1, int(np.prod(blob.data.shape[1:]))) if blob.data.ndim > 1 else 1
-            if blob.data.ndim > 1:
-                blob.data[...] = gen.standard_normal(blob.data.shape) * np.sqrt(2.0 / fan_in)
-            else:
-                blob.data[...] = 0.1 * gen.standard_normal(blob.data.shape)
-    for name, layer in zip(net._layer_names, net.layers):
-        if layer.type == "BatchNorm":
-            blobs = net.params[name]
-            blobs[1].data[...] = np.abs(blobs[1].data) + 0.5
-            blobs[2].data[...] = 1.0
 
 
 def bench_deploy(quick: bool) -> list[dict]:
@@ -250,11 +187,9 @@ def bench_data(quick: bool) -> list[dict]:
 
 def bench_layers(quick: bool) -> list[dict]:
     """Per-layer overhead: Solver.step on deep thin nets of growing depth vs the same net by hand."""
-    import profile_step
-
     depths = (10, 50) if quick else (10, 50, 200)
     rows = []
-    for depth, a, b in profile_step.depth_times(list(depths), 5 if quick else 9):
+    for depth, a, b in depth_times(list(depths), 5 if quick else 9):
         layers = 2 * depth + 3
         rows.append({"bench": "layers", "case": f"deep thin {depth} conv+ReLU ({layers} layers)",
                      "ours_s": a, "base_s": b, "ratio": b / a,

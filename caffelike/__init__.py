@@ -15,7 +15,9 @@ __version__ = "0.1.0"
 TRAIN = 0
 TEST = 1
 
-# name -> "module" or "module:attribute"
+# name -> "module" or "module:attribute". pycaffe's solver classes (SGDSolver ... AdamSolver)
+# are caffelike.solver's, one per entry of its update-rule table; ``__all__`` names them too,
+# so it is computed on first use like the rest.
 _LAZY: dict[str, str] = {
     "Net": "caffelike.net:Net",
     "Blob": "caffelike.blob:Blob",
@@ -25,12 +27,6 @@ _LAZY: dict[str, str] = {
     "set_random_seed": "caffelike.mode:set_random_seed",
     "layer_type_list": "caffelike.net:layer_type_list",
     "Layer": "caffelike.layers:Layer",
-    "SGDSolver": "caffelike.solver:SGDSolver",
-    "NesterovSolver": "caffelike.solver:NesterovSolver",
-    "AdaGradSolver": "caffelike.solver:AdaGradSolver",
-    "RMSPropSolver": "caffelike.solver:RMSPropSolver",
-    "AdaDeltaSolver": "caffelike.solver:AdaDeltaSolver",
-    "AdamSolver": "caffelike.solver:AdamSolver",
     "get_solver": "caffelike.solver:get_solver",
     "Solver": "caffelike.solver:Solver",
     "NetSpec": "caffelike.net_spec:NetSpec",
@@ -43,19 +39,26 @@ _LAZY: dict[str, str] = {
     "errors": "caffelike.errors",
 }
 
-__all__ = ["TRAIN", "TEST", "__version__", *_LAZY]
+
+def _solver_classes() -> dict[str, type]:
+    return importlib.import_module("caffelike.solver").SOLVER_CLASSES
 
 
 def __getattr__(name: str) -> Any:
     target = _LAZY.get(name)
-    if target is None:
+    if target is not None:
+        module_name, _, attr = target.partition(":")
+        module = importlib.import_module(module_name)
+        value = getattr(module, attr) if attr else module
+    elif name == "__all__":
+        value = ["TRAIN", "TEST", "__version__", *_LAZY, *_solver_classes()]
+    elif name.endswith("Solver") and name in _solver_classes():
+        value = _solver_classes()[name]
+    else:
         raise AttributeError(f"module 'caffelike' has no attribute '{name}'")
-    module_name, _, attr = target.partition(":")
-    module = importlib.import_module(module_name)
-    value = getattr(module, attr) if attr else module
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    return sorted(__getattr__("__all__"))

@@ -11,13 +11,14 @@ import os
 from typing import Iterator
 
 import numpy as np
-from google.protobuf.message import DecodeError
 
 from ..errors import DataError, Where
+from ..io.image_list import ListEntry
+from ..io.where import source_where
 from ..proto import caffe_pb2
 from .images import datum_to_image, read_image
 from .paths import paths_are_strict, strict_path_error
-from .sources import HDF5Files, KeyValueDB, ListEntry, source_where
+from .sources import HDF5Files, KeyValueDB, parse_datum
 from .transformer import DataTransformer, TransformFailure
 from .windows import WindowFile, crop_window
 
@@ -104,11 +105,7 @@ class DatumItems:
         key, value = record
         where = source_where(self.where, self.db.path)
         name = key.decode(errors="replace")
-        datum = caffe_pb2.Datum()
-        try:
-            datum.ParseFromString(value)
-        except DecodeError:
-            raise DataError(f"key '{name}': value is not a Datum record", where) from None
+        datum = parse_datum(key, value, where)
         img = datum_to_image(datum, self.transformer.force_color, self.transformer.force_gray)
         if img is None:
             what = "encoded image cannot be decoded" if datum.encoded else \

@@ -1,4 +1,5 @@
-"""Readers for Caffe's data sources: image lists, LMDB (or LevelDB) of Datum, HDF5 file lists.
+"""Readers for Caffe's data sources: LMDB (or LevelDB) of Datum, HDF5 file lists (image lists:
+:mod:`caffelike.io.image_list`).
 
 Each reader fails with a one-line :class:`~caffelike.errors.DataError` naming the file and
 line (or the DB and key). Readers are picklable: database handles are opened lazily in the
@@ -7,60 +8,25 @@ process that reads, so they can travel to prefetch workers.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from ..errors import DataError, Where
+from ..io.where import cwd_hint, source_where
+from ..proto import caffe_pb2
 
 
-def source_where(where: Where | None, file: str, line: int | None = None) -> Where:
-    """The layer of ``where`` (if any), placed at ``file`` (and ``line``) of the source it reads."""
-    base = where if where is not None else Where()
-    return Where(file=file, line=line, layer=base.layer, type=base.type)
-
-
-def _cwd_hint(path: str) -> str:
-    return "" if os.path.isabs(path) else f" (relative to the current directory {os.getcwd()})"
-
-
-@dataclass(frozen=True)
-class ListEntry:
-    """One ``path label`` line of an image list (``line`` is 1-based)."""
-
-    path: str
-    label: int
-    line: int
-
-
-def read_image_list(source: str, where: Where | None = None) -> list[ListEntry]:
-    """Parse a Caffe image list: ``path label`` per line, split at the last space (so paths
-    may hold spaces). Blank lines are ignored; anything else that is not ``path integer``
-    is an error naming the list file and line."""
+def parse_datum(key: bytes, value: bytes, where: Where) -> caffe_pb2.Datum:
+    """The Datum record stored under ``key``; a DataError naming the key if it is not one."""
+    datum = caffe_pb2.Datum()
     try:
-        with open(source, encoding="utf-8", errors="surrogateescape") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise DataError(f"cannot open image list '{source}'{_cwd_hint(source)}: "
-                        f"{exc.strerror}", source_where(where, source)) from None
-    entries: list[ListEntry] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.rstrip()
-        if not line:
-            continue
-        path, sep, label = line.rpartition(" ")
-        if not sep or not path:
-            raise DataError(f"expected 'path label', got '{line}'", source_where(where, source, number))
-        try:
-            value = int(label)
-        except ValueError:
-            raise DataError(f"label '{label}' is not an integer (expected 'path label')",
-                            source_where(where, source, number)) from None
-        entries.append(ListEntry(path, value, number))
-    if not entries:
-        raise DataError("image list is empty; expected 'path label' lines", source_where(where, source))
-    return entries
+        datum.ParseFromString(value)
+    except DecodeError:
+        raise DataError(f"key '{key.decode(errors='replace')}': value is not a Datum record",
+                        where) from None
+    return datum
 
 
 def read_file_list(source: str, what: str, where: Where | None = None) -> list[tuple[str, int]]:
@@ -69,7 +35,7 @@ def read_file_list(source: str, what: str, where: Where | None = None) -> list[t
         with open(source, encoding="utf-8") as handle:
             lines = handle.read().splitlines()
     except OSError as exc:
-        raise DataError(f"cannot open {what} list '{source}'{_cwd_hint(source)}: {exc.strerror}",
+        raise DataError(f"cannot open {what} list '{source}'{cwd_hint(source)}: {exc.strerror}",
                         source_where(where, source)) from None
     names = [(ln.strip(), i) for i, ln in enumerate(lines, start=1) if ln.strip()]
     if not names:
@@ -149,7 +115,7 @@ def _open_lmdb(path: str, where: Where | None):
 
     subdir = os.path.isdir(path)
     if not (os.path.isfile(os.path.join(path, "data.mdb")) if subdir else os.path.isfile(path)):
-        raise DataError(f"cannot open LMDB '{path}'{_cwd_hint(path)}: no such database "
+        raise DataError(f"cannot open LMDB '{path}'{cwd_hint(path)}: no such database "
                         "(expected a folder holding data.mdb)", source_where(where, path))
     key = (os.path.realpath(path), os.getpid())
     env = _LMDB_ENVS.get(key)
@@ -165,7 +131,7 @@ def _open_lmdb(path: str, where: Where | None):
 
 def _open_leveldb(path: str, where: Where | None):
     if not os.path.isdir(path):
-        raise DataError(f"cannot open LevelDB '{path}'{_cwd_hint(path)}: no such database",
+        raise DataError(f"cannot open LevelDB '{path}'{cwd_hint(path)}: no such database",
                         source_where(where, path))
     try:
         import plyvel  # type: ignore[import-not-found]
@@ -210,7 +176,7 @@ class HDF5Files:
         import h5py
 
         if not os.path.isfile(name):
-            raise DataError(f"cannot open HDF5 file '{name}'{_cwd_hint(name)}: no such file",
+            raise DataError(f"cannot open HDF5 file '{name}'{cwd_hint(name)}: no such file",
                             source_where(self.where, self.source, line))
         try:
             with h5py.File(name, "r") as h5:

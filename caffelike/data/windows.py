@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 from ..errors import DataError, Where
+from ..io.where import source_where
 from .paths import strict_path_error
-from .sources import source_where
 
 
 @dataclass(frozen=True)

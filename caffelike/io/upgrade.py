@@ -119,6 +119,7 @@ DATA_TRANSFORM_PARAMS: dict[str, str] = {
 }
 TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
 
+# The legacy SolverType enum is closed: solver types added since have only the ``type`` string.
 SOLVER_TYPES: dict[str, str] = {
     "SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad", "RMSPROP": "RMSProp",
     "ADADELTA": "AdaDelta", "ADAM": "Adam",

@@ -27,10 +27,11 @@ import torch
 
 from ..data.items import DatumItems, HDF5Items, ImageListItems, WindowItems
 from ..data.prefetch import BatchDataset, ItemStream, Prefetcher, draw_skip
-from ..data.sources import HDF5Files, KeyValueDB, read_image_list
+from ..data.sources import HDF5Files, KeyValueDB
 from ..data.transformer import DataTransformer
 from ..data.windows import read_window_file
 from ..errors import DataError, Where
+from ..io.image_list import read_image_list
 from ..log import get_logger
 from ..proto import caffe_pb2
 from .base import TEST, TRAIN, Layer, Shape, register_layer

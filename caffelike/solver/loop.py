@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from .debug_info import DebugInfo
 from .lr_policies import get_policy
 from .nets import build_net, test_net_sources, train_net_source
 from .scoring import OutputSums
-from .updates import Hyper, apply_update, check_hyper, get_rule
+from .updates import UPDATE_RULES, Hyper, apply_update, check_hyper, get_rule
 
 log = get_logger("solver")
 
@@ -484,17 +484,15 @@ class Solver:
                            f"the current directory {os.getcwd()}) nor beside the solverstate")
 
 
-def _fixed(type_name: str) -> type:
-    return type(f"{type_name}Solver", (Solver,), {"solver_type": type_name,
-                                                  "__doc__": f"Caffe's {type_name} solver."})
+def _solver_class(type_name: str) -> type[Solver]:
+    """pycaffe's ``caffe.<type_name>Solver``: a Solver whose update rule is fixed."""
+    return type(f"{type_name}Solver", (Solver,), {
+        "solver_type": type_name, "__module__": "caffelike.solver",
+        "__doc__": f"Caffe's {type_name} solver."})
 
 
-SGDSolver = _fixed("SGD")
-NesterovSolver = _fixed("Nesterov")
-AdaGradSolver = _fixed("AdaGrad")
-RMSPropSolver = _fixed("RMSProp")
-AdaDeltaSolver = _fixed("AdaDelta")
-AdamSolver = _fixed("Adam")
+# pycaffe's SGDSolver ... AdamSolver: one class per update rule
+SOLVER_CLASSES: dict[str, type[Solver]] = {f"{t}Solver": _solver_class(t) for t in UPDATE_RULES}
 
 
 def get_solver(param: caffe_pb2.SolverParameter | str | os.PathLike, **kwargs) -> Solver:
@@ -502,10 +500,3 @@ def get_solver(param: caffe_pb2.SolverParameter | str | os.PathLike, **kwargs) -
     if isinstance(param, (str, os.PathLike)):
         param = read_solver_file(os.fspath(param))
     return Solver(param, **kwargs)
-
-
-def solver_types() -> Sequence[str]:
-    """The known solver type names."""
-    from .updates import UPDATE_RULES
-
-    return list(UPDATE_RULES)

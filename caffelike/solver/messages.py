@@ -1,9 +1,10 @@
 """The exact texts of Caffe's training log lines, and the patterns log readers rely on.
 
 Caffe's glog lines are a de facto API: Caffe's ``tools/extra/parse_log.py``, ``parse_log.sh``
-and countless grep scripts read them. The solver formats every such line through the
-functions here; ``caffelike parse_log`` and the tests use the patterns below. Numbers are
-printed as C++ ``ostream << float`` does (``%g`` with 6 significant digits).
+and countless grep scripts read them. The solver and the train/test commands format the lines
+such readers look at through the functions here; caffelike's log parser
+(:mod:`caffelike.logs.parse`) and the tests read them with the patterns at the end. Numbers
+are printed as C++ ``ostream << float`` does (``%g`` with 6 significant digits).
 """
 from __future__ import annotations
 
@@ -141,6 +142,18 @@ def done() -> str:
 
 
 # ``caffe test`` and ``caffe time``
+def use_gpu(device_id: int) -> str:
+    return f"Use GPU with device ID {device_id}"
+
+
+def gpu_device_name(name: str) -> str:
+    return f"GPU device name: {name}"
+
+
+def running_for(iterations: int) -> str:
+    return f"Running for {iterations} iterations."
+
+
 def batch_output(batch: int, name: str, value: float) -> str:
     return f"Batch {batch}, {name} = {num(value)}"
 
@@ -158,7 +171,10 @@ def plain_loss(loss: float) -> str:
 # a line containing "Solving" marks the start time; "Iteration N" sets the current iteration;
 # "lr = X" the learning rate; "Train net output #k: name = X" and "Test net output #k: name = X"
 # the table cells.
+# GLOG_PREFIX is the prefix caffelike writes; GLOG_STAMP is what a reader accepts: any severity
+# letter, glog >= 0.6's year before MMDD, and leading blanks.
 GLOG_PREFIX = re.compile(r"^[IWEF](\d{2})(\d{2}) (\d{2}):(\d{2}):(\d{2})\.(\d{6}) +\d+ [^ \]]+:\d+\] ")
+GLOG_STAMP = re.compile(r"^\s*\S(\d{4})?(\d\d)(\d\d) (\d+):(\d+):(\d+)\.(\d+)\s")
 NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
 ITERATION = re.compile(r"Iteration (\d+)")
 LEARNING_RATE = re.compile(r"lr = (" + NUMBER + r")")

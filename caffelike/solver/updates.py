@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -198,18 +198,28 @@ UpdateFn = Callable[[Tensors, list, Sequence[float], Hyper, int], None]
 
 @dataclass(frozen=True)
 class Rule:
-    """An update rule and how many history sets (of N blobs) it keeps."""
+    """An update rule, how many history sets (of N blobs) it keeps, and the checks its
+    solver's constructor makes on the SolverParameter (``check`` raises a SolverError)."""
 
     fn: UpdateFn
     history_sets: int = 1
     no_momentum: bool = False
+    check: Callable[[Any], None] | None = None
 
 
+def _check_rms_decay(param) -> None:
+    if not 0 <= param.rms_decay < 1:
+        raise SolverError(f"solver type RMSProp: rms_decay should lie in [0, 1), got {param.rms_decay}")
+
+
+# Caffe's solver types. A new one is an update function above and an entry here: the
+# SolverParameter ``type`` string, pycaffe's ``caffe.<type>Solver`` class and the solverstate's
+# history length all follow from this table.
 UPDATE_RULES: dict[str, Rule] = {
     "SGD": Rule(sgd),
     "Nesterov": Rule(nesterov),
     "AdaGrad": Rule(adagrad, no_momentum=True),
-    "RMSProp": Rule(rmsprop, no_momentum=True),
+    "RMSProp": Rule(rmsprop, no_momentum=True, check=_check_rms_decay),
     "AdaDelta": Rule(adadelta, history_sets=2),
     "Adam": Rule(adam, history_sets=2),
 }
@@ -229,8 +239,8 @@ def check_hyper(name: str, param) -> None:
     if rule.no_momentum and param.momentum != 0:
         raise SolverError(f"solver type {name}: momentum cannot be used with {name} "
                           f"(got momentum: {param.momentum}); remove it")
-    if name == "RMSProp" and not 0 <= param.rms_decay < 1:
-        raise SolverError(f"solver type RMSProp: rms_decay should lie in [0, 1), got {param.rms_decay}")
+    if rule.check is not None:
+        rule.check(param)
 
 
 def apply_update(data: Tensors, diffs: Tensors, history: list[torch.Tensor],

@@ -12,11 +12,12 @@ import pytest
 from google.protobuf import text_format
 
 from caffelike import cli
+from caffelike.commands import compute_image_mean, convert_imageset
+from caffelike.data.imageset import convert
 from caffelike.errors import DataError
 from caffelike.io import read_mean_file
 from caffelike.layers.data import Data, ImageData
 from caffelike.proto import caffe_pb2
-from caffelike.tools import compute_image_mean, convert_imageset
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
 TESTS = pathlib.Path(__file__).resolve().parents[1]
@@ -107,7 +108,7 @@ def test_encoded_keeps_the_file_bytes_without_resize(tmp_path, monkeypatch):
     listing = small_list(tmp_path, n=3)
     monkeypatch.chdir(MOUTH)
     db = str(tmp_path / "db")
-    convert_imageset.convert("./", listing, db, encoded=True)
+    convert("./", listing, db, encoded=True)
     first = pathlib.Path(listing).read_text().splitlines()[0].rsplit(" ", 1)[0]
     with lmdb.open(db, readonly=True, lock=False) as env:
         key, value = next(iter(env.begin().cursor()))
@@ -119,7 +120,7 @@ def test_compute_image_mean_is_the_numpy_mean(tmp_path, monkeypatch):
     listing = small_list(tmp_path, n=7)
     monkeypatch.chdir(MOUTH)
     db, mean_file = str(tmp_path / "db"), str(tmp_path / "mean.binaryproto")
-    convert_imageset.convert("./", listing, db, resize_height=48, resize_width=48)
+    convert("./", listing, db, resize_height=48, resize_width=48)
     assert compute_image_mean.main([db, mean_file]) == 0
     paths = [ln.rsplit(" ", 1)[0] for ln in pathlib.Path(listing).read_text().splitlines()]
     stack = np.stack([cv2.resize(cv2.imread(p), (48, 48)).transpose(2, 0, 1) for p in paths])
@@ -138,7 +139,7 @@ def test_data_layer_one_top_and_shards(tmp_path, monkeypatch):
     listing = small_list(tmp_path, n=6)
     monkeypatch.chdir(MOUTH)
     db = str(tmp_path / "db")
-    convert_imageset.convert("./", listing, db)
+    convert("./", listing, db)
     labels = [int(ln.rsplit(" ", 1)[1]) for ln in pathlib.Path(listing).read_text().splitlines()]
     p = param(f'name: "d" type: "Data" top: "data" top: "label" data_param {{ source: "{db}" batch_size: 3 }}')
     for rank in range(2):

@@ -42,7 +42,7 @@ def test_demo_reduced(tmp_path: pathlib.Path) -> None:
     assert weights.exists() and (tmp_path / "simpleconv3_iter_40.solverstate").exists()
 
     # our own log parses like Caffe's: rows at every test_interval, the net's output names as columns
-    from caffelike.tools.parse_log import parse_log
+    from caffelike.logs.parse import parse_log
     train_table, test_table = parse_log(str(log))
     assert test_table.columns == ["NumIters", "Seconds", "LearningRate", "acc", "loss"]
     assert [r["NumIters"] for r in test_table.rows] == [20.0, 40.0]

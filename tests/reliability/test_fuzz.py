@@ -197,7 +197,8 @@ def test_fuzz_solverstate():
 
 
 def test_fuzz_image_list():
-    from caffelike.data.sources import read_file_list, read_image_list
+    from caffelike.data.sources import read_file_list
+    from caffelike.io.image_list import read_image_list
 
     text = (GOLDEN / "solvers" / "imagedata_png" / "images.txt").read_text()
 
@@ -215,7 +216,7 @@ def test_fuzz_image_list():
 
 
 def test_fuzz_training_log():
-    from caffelike.tools.parse_log import parse_lines
+    from caffelike.logs.parse import parse_lines
 
     lines = (GOLDEN / "logs" / "sgd_step" / "sgd_step.log").read_text().splitlines(keepends=True)[:120]
     text = "".join(lines)
@@ -248,7 +249,7 @@ def test_solverstate_history_blob_with_wrong_count_is_a_weights_error(tmp_path):
 
 def test_log_line_with_an_absurd_timestamp_is_not_a_crash():
     """Found by test_fuzz_training_log (CAFFELIKE_FUZZ_SEED=11): datetime() overflowed."""
-    from caffelike.tools.parse_log import parse_lines
+    from caffelike.logs.parse import parse_lines
 
     lines = (GOLDEN / "logs" / "sgd_step" / "sgd_step.log").read_text().splitlines(keepends=True)[:60]
     lines[0] = lines[0][:6] + "4294967296" + lines[0][6:]  # the hour becomes 429496729617

@@ -40,6 +40,19 @@ def test_each_type_trains_and_snapshots(kind, tmp_path, monkeypatch):
     assert len(solver.test_nets) == 1
 
 
+def test_pycaffe_solver_classes_come_from_the_update_rule_table():
+    import caffelike.solver
+
+    names = {f"{kind}Solver" for kind in UPDATE_RULES}
+    assert names <= set(dir(caffelike)) and names <= set(caffelike.__all__)
+    for kind in UPDATE_RULES:
+        cls = getattr(caffelike, f"{kind}Solver")
+        assert cls is getattr(caffelike.solver, f"{kind}Solver")
+        assert issubclass(cls, caffelike.Solver) and cls.solver_type == kind
+    with pytest.raises(AttributeError):
+        caffelike.AdamaxSolver  # noqa: B018
+
+
 def test_get_solver_picks_type_and_legacy_enum(tmp_path, monkeypatch):
     work = copy_case("sgd_step", tmp_path)
     monkeypatch.chdir(work)

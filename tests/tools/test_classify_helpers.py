@@ -1,4 +1,4 @@
-"""classify's list reading, preprocessing and confusion matrix (formulas: the book's inference flow)."""
+"""classify's preprocessing and confusion matrix (formulas: the book's inference flow)."""
 from __future__ import annotations
 
 import pathlib
@@ -8,18 +8,9 @@ import numpy as np
 import pytest
 
 from caffelike.errors import DataError
-from caffelike.tools.classify import Preprocess, confusion_matrix, format_confusion, read_image_list
+from caffelike.inference import Preprocess, confusion_matrix, format_confusion
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def test_read_image_list(tmp_path: pathlib.Path) -> None:
-    lst = tmp_path / "l.txt"
-    lst.write_text("a.jpg 1\n\nsub dir/b.png 0\nc.jpg\n")
-    assert read_image_list(str(lst), "r") == [("r/a.jpg", 1), ("r/sub dir/b.png", 0), ("r/c.jpg", None)]
-    lst.write_text("a.jpg one\n")
-    with pytest.raises(DataError, match=r"l.txt:1: expected 'path label'"):
-        read_image_list(str(lst))
 
 
 def test_preprocess_is_the_books_flow() -> None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import csv
 import pathlib
 import re
+import subprocess
+import sys
 from datetime import datetime
 
 import pytest
 
 from caffelike.cli import main as cli_main
-from caffelike.tools.parse_log import parse_lines, parse_log
+from caffelike.logs.parse import parse_lines, parse_log
 
 TESTS = pathlib.Path(__file__).resolve().parents[1]
 LOGS = TESTS / "golden" / "logs"
@@ -181,3 +183,12 @@ def test_top_level_wrapper(tmp_path: pathlib.Path) -> None:
     assert res.returncode == 0, res.stderr
     assert (tmp_path / (log.name + ".train")).read_bytes() == \
         (LOGS / "adam_fixed" / "parse_log_py" / (log.name + ".train")).read_bytes()
+
+
+def test_log_commands_do_not_import_torch(tmp_path: pathlib.Path) -> None:
+    code = ("import sys\nfrom caffelike.cli import main\n"
+            f"assert main(['parse_log', {str(_log_of('sgd_step'))!r}, {str(tmp_path)!r}]) == 0\n"
+            "import caffelike.commands.plot\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from caffelike.cli import main as cli_main
-from caffelike.tools.plot import CHART_TYPES, smooth
+from caffelike.logs.plot import CHART_TYPES, smooth
 
 TESTS = pathlib.Path(__file__).resolve().parents[1]
 BOOK_LOG = TESTS / "data" / "corpus" / "longpeng2008__yousan.ai" / "simpleconv3" / "scripts" / "log.txt"

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="exit with status 1 if the val accuracy is lower")
     args = parser.parse_args(argv)
 
-    from caffelike.tools.classify import confusion_matrix, format_confusion
+    from caffelike.inference import confusion_matrix, format_confusion
 
     if args.images:
         for path, prob in zip(args.images, start_test(args.deploy, args.weights, args.images, gpu=args.gpu, crop=args.crop)):

@@ -1,4 +1,4 @@
-"""``caffelike export -model deploy.prototxt -weights w.caffemodel -o model.onnx``.
+"""A deploy net and its weights as an ONNX model (``caffelike export``).
 
 Builds the TEST-phase net with its weights, traces one forward pass on the Input shapes of
 the prototxt and writes an ONNX model whose inputs are the net's inputs and whose outputs
@@ -8,14 +8,13 @@ onnxruntime (if installed) on random input and compares with caffelike's own for
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from typing import Sequence
 
 import numpy as np
 
-from ..errors import CaffelikeError, DataError
-from ..log import get_logger
+from .errors import CaffelikeError
+from .log import get_logger
 
 log = get_logger("export")
 
@@ -26,7 +25,7 @@ def export(model: str, weights: str | None, out: str, opset: int = 17, batch: in
     import torch
 
     import caffelike as caffe
-    from ..accel import NetOutputs
+    from .accel import NetOutputs
 
     net = caffe.Net(model, caffe.TEST, weights=weights) if weights else caffe.Net(model, caffe.TEST)
     net.eval()
@@ -83,31 +82,3 @@ def check(model: str, weights: str | None, onnx_path: str, seed: int = 0,
         worst = max(worst, float(np.max(np.abs(value - ref)) / max(1.0, float(np.max(np.abs(ref))))))
     return worst
 
-
-def main(argv: list[str]) -> int:
-    """``caffelike export -model deploy.prototxt -weights w.caffemodel -o model.onnx``."""
-    from ..cli import FlagParser
-    from ..log import setup_logging
-
-    p = FlagParser(prog="caffelike export", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="deploy prototxt")
-    p.add_argument("--weights", default=None, help=".caffemodel (default: the fillers' initial values)")
-    p.add_argument("-o", "--output", required=True, help="ONNX file to write")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--batch", type=int, default=None, help="batch size traced (default: the prototxt's)")
-    p.add_argument("--static_batch", action="store_true", help="fix the batch dimension")
-    p.add_argument("--outputs", default=None, help="comma-separated blobs to export (default: net outputs)")
-    p.add_argument("--check", action="store_true", help="compare onnxruntime with caffelike afterwards")
-    args = p.parse_args(argv)
-    setup_logging()
-    for path in filter(None, (args.model, args.weights)):
-        if not os.path.isfile(path):
-            raise DataError(f"{path}: no such file")
-    outs = [s for s in args.outputs.split(",") if s] if args.outputs else None
-    export(args.model, args.weights, args.output, args.opset, args.batch, not args.static_batch, outs)
-    if args.check:
-        err = check(args.model, args.weights, args.output)
-        sys.stdout.write(f"onnxruntime vs caffelike: max relative difference {err:.3g}\n")
-        if err > 1e-4:
-            raise CaffelikeError(f"{args.output}: onnxruntime differs from caffelike by {err:.3g} (> 1e-4)")
-    return 0

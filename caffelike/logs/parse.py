@@ -1,4 +1,4 @@
-"""``caffelike parse_log LOG OUTDIR``: a Caffe training log -> ``<log>.train`` / ``<log>.test`` CSVs.
+"""Caffe training logs -> the ``<log>.train`` / ``<log>.test`` tables (``caffelike parse_log``).
 
 The output has the columns of Caffe's ``tools/extra/parse_log.py``: ``NumIters, Seconds,
 LearningRate``, then one column per net output name in first-seen order, written with the
@@ -18,22 +18,12 @@ import csv
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable, TextIO
 
 from ..log import get_logger
-
-_ITERATION = re.compile(r"Iteration (\d+)")
-_TESTING_NET = re.compile(r"Testing net \(#(\d+)\)")
-_OUTPUT = {
-    "train": re.compile(r"Train net output #(\d+): (\S+) = (\S+)"),
-    "test": re.compile(r"Test net output #(\d+): (\S+) = (\S+)"),
-}
-_LEARNING_RATE = re.compile(r"lr = ([-+]?[0-9]*\.?[0-9]+(?:[eE]?[-+]?[0-9]+)?)")
-# glog prefix: severity letter, [yyyy]mmdd, hh:mm:ss.micro
-_PREFIX = re.compile(r"^\s*\S(\d{4})?(\d\d)(\d\d) (\d+):(\d+):(\d+)\.(\d+)\s")
+from ..solver import messages
 
 BASE_COLUMNS = ("NumIters", "Seconds", "LearningRate")
 
@@ -58,7 +48,7 @@ class _Clock:
         self.last_month = 0
 
     def parse(self, line: str) -> datetime | None:
-        m = _PREFIX.match(line)
+        m = messages.GLOG_STAMP.match(line)
         if m is None:
             return None
         year_text, month, day, hour, minute, second, micro = m.groups()
@@ -111,7 +101,7 @@ class _Parser:
     def _find_start(self, lines: list[str]) -> tuple[int, datetime | None]:
         """Index after the ``Solving`` line and its time (else the first stamped line)."""
         for i, line in enumerate(lines):
-            if "Solving" in line:
+            if messages.START in line:
                 when = self.clock.parse(line)
                 if when is not None:
                     return i + 1, when
@@ -122,7 +112,7 @@ class _Parser:
         return 0, None
 
     def _line(self, line: str, start_time: datetime) -> None:
-        m = _ITERATION.search(line)
+        m = messages.ITERATION.search(line)
         if m:
             self.iteration = float(m.group(1))
         if self.iteration == -1:
@@ -131,21 +121,18 @@ class _Parser:
         if when is None:
             return
         seconds = (when - start_time).total_seconds()
-        lr = _LEARNING_RATE.search(line)
+        lr = messages.LEARNING_RATE.search(line)
         if lr:
             self.learning_rate = float(lr.group(1))
-        if _TESTING_NET.search(line):
+        if messages.TESTING.search(line):
             self._close("test")  # a new test pass (maybe another test net) starts its own row
-        for kind, regex in _OUTPUT.items():
+        for kind, regex in (("train", messages.TRAIN_OUTPUT), ("test", messages.TEST_OUTPUT)):
             out = regex.search(line)
             if out:
                 self._output(kind, out.group(2), out.group(3), seconds)
 
     def _output(self, kind: str, name: str, text: str, seconds: float) -> None:
-        try:
-            value = float(text)
-        except ValueError:
-            return
+        value = float(text)  # the pattern admits only numbers (nan and inf included)
         row = self.open_rows[kind]
         if row is not None and (row["NumIters"] != self.iteration or name in row):
             self._close(kind)
@@ -215,25 +202,3 @@ def save_tables(log_path: str, out_dir: str, train: Table, test: Table,
         written.append(target)
     return written
 
-
-def main(argv: list[str]) -> int:
-    """``caffelike parse_log LOG OUTDIR [--delimiter ,] [--verbose]``."""
-    from ..cli import FlagParser
-    from ..errors import DataError
-    from ..log import setup_logging
-
-    parser = FlagParser(prog="caffelike parse_log",
-                        description="Parse a Caffe training log into <log>.train and <log>.test CSV files.")
-    parser.add_argument("logfile_path", help="the training log")
-    parser.add_argument("output_dir", help="folder for the CSV files")
-    parser.add_argument("--delimiter", default=",", help="column delimiter (default ',')")
-    parser.add_argument("--verbose", action="store_true", help="log the names of the files written")
-    args = parser.parse_args(argv)
-    if len(args.delimiter) != 1:
-        raise DataError(f"caffelike parse_log: --delimiter must be one character, got {args.delimiter!r}")
-    if not os.path.isfile(args.logfile_path):
-        raise DataError(f"{args.logfile_path}: no such log file")
-    setup_logging()
-    train, test = parse_log(args.logfile_path)
-    save_tables(args.logfile_path, args.output_dir, train, test, args.delimiter, args.verbose)
-    return 0

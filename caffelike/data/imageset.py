@@ -1,4 +1,4 @@
-"""``caffelike convert_imageset [FLAGS] ROOTFOLDER/ LISTFILE DB_NAME``: Caffe's tool.
+"""An image list -> a DB of Datum records (``caffelike convert_imageset``, Caffe's tool).
 
 Reads ``path label`` lines, loads ``ROOTFOLDER + path`` with OpenCV (colour unless
 ``-gray``, resized when ``-resize_height``/``-resize_width`` are both > 0), and stores a
@@ -12,20 +12,16 @@ Differences from Caffe: an unreadable image is an error naming the list file and
 from __future__ import annotations
 
 import os
-from typing import Sequence
-
 import numpy as np
 
-from ..data.images import encode_image, extension_matches, image_to_datum, read_image
-from ..data.sources import ListEntry, read_image_list
 from ..errors import DataError, Where
+from ..io.image_list import ListEntry, read_image_list
 from ..log import get_logger
 from ..proto import caffe_pb2
-from ..data.dbwrite import open_db_writer, split_bool_flags
+from .dbwrite import open_db_writer
+from .images import encode_image, extension_matches, image_to_datum, read_image
 
 log = get_logger("convert_imageset")
-
-BOOL_FLAGS = ("gray", "shuffle", "check_size", "encoded")
 
 
 def make_datum(path: str, label: int, resize_height: int, resize_width: int, is_color: bool,
@@ -95,34 +91,3 @@ def convert(root: str, list_file: str, db_name: str, *, resize_height: int = 0,
         log.info("Processed %d files.", count)
     return count
 
-
-def main(argv: Sequence[str]) -> int:
-    """Entry point of ``caffelike convert_imageset``."""
-    from ..cli import FlagParser
-    from ..log import setup_logging
-
-    parser = FlagParser(prog="caffelike convert_imageset",
-                        description="Convert a set of images to the lmdb/leveldb format used "
-                                    "as input for Caffe: ROOTFOLDER/ LISTFILE DB_NAME")
-    parser.add_argument("root_folder")
-    parser.add_argument("list_file")
-    parser.add_argument("db_name")
-    parser.add_argument("--gray", action="store_true", help="treat images as grayscale")
-    parser.add_argument("--shuffle", action="store_true", help="shuffle the list order")
-    parser.add_argument("--backend", default="lmdb", help="lmdb (default) or leveldb")
-    parser.add_argument("--resize_width", type=int, default=0)
-    parser.add_argument("--resize_height", type=int, default=0)
-    parser.add_argument("--check_size", action="store_true",
-                        help="check that all the datums have the same size")
-    parser.add_argument("--encoded", action="store_true", help="store encoded images")
-    parser.add_argument("--encode_type", default="", help="encoding: png, jpg, ...")
-    parser.add_argument("--random_seed", type=int, default=None,
-                        help="seed of -shuffle (caffelike extension)")
-    args = parser.parse_args(split_bool_flags(argv, BOOL_FLAGS))
-    setup_logging()
-    convert(args.root_folder, args.list_file, args.db_name,
-            resize_height=args.resize_height, resize_width=args.resize_width, gray=args.gray,
-            shuffle=args.shuffle, encoded=args.encoded or bool(args.encode_type),
-            encode_type=args.encode_type, backend=args.backend, check_size=args.check_size,
-            seed=args.random_seed)
-    return 0

@@ -1,4 +1,4 @@
-"""``caffelike draw_net NET.prototxt OUT.(png|svg|pdf|dot) [--rankdir LR] [--phase TRAIN|TEST|ALL]``.
+"""A net drawn as a graph (``caffelike draw_net``).
 
 Draws a net as Caffe's ``python/draw_net.py`` does: layers as boxes (name, type and the main
 parameters), blobs as octagons, in-place layers folded onto their blob. The graph is written
@@ -12,9 +12,9 @@ import shutil
 import subprocess
 from typing import Callable
 
-from ..errors import CaffelikeError, DataError
-from ..log import get_logger
-from ..proto import caffe_pb2
+from .errors import CaffelikeError
+from .log import get_logger
+from .proto import caffe_pb2
 
 LAYER_STYLE = 'shape=record, style=filled, fillcolor="#6495ED"'
 BLOB_STYLE = 'shape=octagon, style=filled, fillcolor="#E0E0E0"'
@@ -101,7 +101,7 @@ def net_to_dot(net: caffe_pb2.NetParameter, rankdir: str = "LR", phase: int | No
 
 def draw(proto: str, out: str, rankdir: str = "LR", phase: str = "ALL", show_lr_mult: bool = False) -> str:
     """Write the drawing of ``proto`` to ``out`` (format from its extension)."""
-    from ..io import read_net
+    from .io import read_net
 
     net, _ = read_net(proto, allow_unknown_fields=True)
     phase_value = None if phase.upper() == "ALL" else caffe_pb2.Phase.Value(phase.upper())
@@ -122,21 +122,3 @@ def draw(proto: str, out: str, rankdir: str = "LR", phase: str = "ALL", show_lr_
     get_logger("draw_net").info("Drawing net to %s", out)
     return out
 
-
-def main(argv: list[str]) -> int:
-    """``caffelike draw_net NET OUT [--rankdir LR] [--phase ALL] [--display_lrm]``."""
-    from ..cli import FlagParser
-    from ..log import setup_logging
-
-    p = FlagParser(prog="caffelike draw_net", description=__doc__.split("\n\n")[0])
-    p.add_argument("input_net_proto_file")
-    p.add_argument("output_image_file")
-    p.add_argument("--rankdir", default="LR", choices=["LR", "TB", "BT", "RL"])
-    p.add_argument("--phase", default="ALL", choices=["TRAIN", "TEST", "ALL"])
-    p.add_argument("--display_lrm", action="store_true", help="show the lr_mult of each layer")
-    args = p.parse_args(argv)
-    setup_logging()
-    if not os.path.isfile(args.input_net_proto_file):
-        raise DataError(f"{args.input_net_proto_file}: no such file")
-    draw(args.input_net_proto_file, args.output_image_file, args.rankdir, args.phase, args.display_lrm)
-    return 0

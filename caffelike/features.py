@@ -1,8 +1,4 @@
-"""``caffelike extract_features``: blobs of a TEST net over N mini-batches into LMDB or HDF5.
-
-Same arguments as Caffe's ``extract_features`` tool::
-
-    caffelike extract_features WEIGHTS NET_PROTO BLOB[,BLOB...] DB[,DB...] NUM_MINI_BATCHES lmdb|hdf5 [CPU|GPU] [DEVICE_ID]
+"""Blobs of a TEST net over N mini-batches into LMDB or HDF5 (``caffelike extract_features``).
 
 LMDB output is Caffe's: one ``Datum`` per image (``float_data``, channels/height/width from
 the blob's legacy 4-D shape), keys ``%010d`` image indices, a new database per blob (it must
@@ -16,12 +12,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import CaffelikeError, DataError
-from ..log import get_logger
+from .errors import CaffelikeError, DataError
+from .log import get_logger
 
 log = get_logger("extract_features")
-USAGE = ("caffelike extract_features WEIGHTS NET_PROTO BLOB[,BLOB...] DB[,DB...] NUM_MINI_BATCHES "
-         "lmdb|hdf5 [CPU|GPU] [DEVICE_ID]")
 
 
 class _LmdbSink:
@@ -40,7 +34,7 @@ class _LmdbSink:
         self.count = 0
 
     def add(self, feature: np.ndarray) -> None:
-        from ..proto import caffe_pb2
+        from .proto import caffe_pb2
 
         # Caffe's legacy accessors: (D,) -> D x 1 x 1, (A, B) -> A x B x 1, (C, H, W) as is
         shape = tuple(int(d) for d in feature.shape) + (1, 1, 1)
@@ -117,31 +111,3 @@ def extract(weights: str, proto: str, blobs: Sequence[str], dbs: Sequence[str], 
         log.info("Extracted features of %d query images for feature blob %s", sink.count, blob)
     return [s.count for s in sinks]
 
-
-def main(argv: list[str]) -> int:
-    """Caffe's positional arguments (see the module docstring)."""
-    from ..log import setup_logging
-
-    if any(a in ("-h", "--help", "-help") for a in argv):
-        import sys
-        sys.stdout.write(f"usage: {USAGE}\n\n{__doc__}\n")
-        return 0
-    if len(argv) < 6:
-        raise CaffelikeError(f"usage: {USAGE}")
-    setup_logging()
-    weights, proto, blob_arg, db_arg, n_arg, db_type = argv[:6]
-    mode = argv[6].upper() if len(argv) > 6 else "CPU"
-    import caffelike as caffe
-    if mode == "GPU":
-        caffe.set_mode_gpu()
-        caffe.set_device(int(argv[7]) if len(argv) > 7 else 0)
-    try:
-        batches = int(n_arg)
-    except ValueError:
-        raise CaffelikeError(f"NUM_MINI_BATCHES must be an integer, got '{n_arg}'") from None
-    for path in (weights, proto):
-        if not os.path.isfile(path):
-            raise DataError(f"{path}: no such file")
-    extract(weights, proto, blob_arg.split(","), db_arg.split(","), batches, db_type)
-    log.info("Successfully extracted the features!")
-    return 0

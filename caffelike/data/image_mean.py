@@ -1,4 +1,4 @@
-"""``caffelike compute_image_mean [-backend lmdb] INPUT_DB [OUTPUT_FILE]``: Caffe's tool.
+"""The mean image of a DB of Datum records (``caffelike compute_image_mean``, Caffe's tool).
 
 The mean of every Datum (encoded ones decoded with their own channels) as a BlobProto
 ``1 x C x H x W`` written to OUTPUT_FILE (.binaryproto), and the per-channel means logged as
@@ -6,17 +6,14 @@ The mean of every Datum (encoded ones decoded with their own channels) as a Blob
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
-from google.protobuf.message import DecodeError
 
-from ..data.images import datum_to_image
-from ..data.sources import KeyValueDB
 from ..errors import DataError, Where
 from ..io.atomic import atomic_write
 from ..log import get_logger
 from ..proto import caffe_pb2
+from .images import datum_to_image
+from .sources import KeyValueDB, parse_datum
 
 log = get_logger("compute_image_mean")
 
@@ -29,11 +26,7 @@ def compute_mean(db_path: str, backend: str = "lmdb") -> np.ndarray:
     count = 0
     for key, value in db.items():
         name = key.decode(errors="replace")
-        datum = caffe_pb2.Datum()
-        try:
-            datum.ParseFromString(value)
-        except DecodeError:
-            raise DataError(f"key '{name}': value is not a Datum record", where) from None
+        datum = parse_datum(key, value, where)
         if count == 0 and datum.encoded:
             log.info("Decoding Datum")
         img = datum_to_image(datum)
@@ -68,24 +61,3 @@ def write_mean(mean: np.ndarray, path: str) -> None:
     with atomic_write(path, "wb") as handle:
         handle.write(blob.SerializeToString())
 
-
-def main(argv: Sequence[str]) -> int:
-    """Entry point of ``caffelike compute_image_mean``."""
-    from ..cli import FlagParser
-    from ..log import setup_logging
-
-    parser = FlagParser(prog="caffelike compute_image_mean",
-                        description="Compute the mean image of the images in an lmdb/leveldb.")
-    parser.add_argument("input_db")
-    parser.add_argument("output_file", nargs="?", default=None)
-    parser.add_argument("--backend", default="lmdb", help="lmdb (default) or leveldb")
-    args = parser.parse_args(list(argv))
-    setup_logging()
-    mean = compute_mean(args.input_db, args.backend)
-    if args.output_file:
-        log.info("Write to %s", args.output_file)
-        write_mean(mean, args.output_file)
-    log.info("Number of channels: %d", mean.shape[0])
-    for c, value in enumerate(mean.reshape(mean.shape[0], -1).mean(axis=1, dtype=np.float64)):
-        log.info("mean_value channel [%d]: %g", c, value)
-    return 0

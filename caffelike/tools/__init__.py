@@ -1,1 +1,0 @@
-"""Caffe's companion tools as ``caffelike`` commands (parse_log, plot, classify, export, ...)."""
