@@ -462,6 +462,9 @@ class Solver:
         """Load iter, weights (learned_net), current_step and history from a solverstate."""
         state = snap.read_state(state_file)
         self.iter = state.iter
+        for _, module in self.net.graph.pairs():  # layers with their own counter (Caffe_Long's margin layers)
+            if hasattr(module, "set_iteration"):
+                module.set_iteration(state.iter * max(1, self.param.iter_size))
         if state.learned_net:
             self.net.copy_trained_layers_from(self._find_learned_net(state.learned_net, state_file))
         self.current_step = state.current_step
