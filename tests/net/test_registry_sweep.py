@@ -74,6 +74,27 @@ CASES: dict[str, tuple[list, str, int]] = {
     "Tile": (X4, "tile_param { tiles: 2 }", 1),
 }
 
+# longpeng2008/Caffe_Long's compute types (caffelike/layers/caffe_long*.py)
+CASES.update({
+    "DepthwiseConvolution": (X4, "convolution_param { num_output: 3 kernel_size: 3 pad: 1 group: 3 }", 1),
+    "ReLU6": (X4, "", 1), "SignedSqrt": (X4, "", 1), "L2Normalize": (X2, "", 1),
+    "ChannelShuffle": ([("x", (2, 8, 2, 2), 0.5)], "channel_shuffle_param { group: 2 }", 1),
+    "Bilinear": (X4 + [("y", (2, 2, 4, 4), 0.25)], "", 1),
+    "CompactBilinear": (X4 + [("y", (2, 2, 4, 4), 0.25)], "compact_bilinear_param { num_output: 8 }", 1),
+    "MarginInnerProduct": (X2 + [LABEL], "margin_inner_product_param { num_output: 3 type: DOUBLE "
+                                         "weight_filler { type: \"gaussian\" std: 0.1 } }", 2),
+    "LargeMarginInnerProduct": (X2 + [LABEL], "largemargin_inner_product_param { num_output: 3 type: DOUBLE "
+                                              "weight_filler { type: \"gaussian\" std: 0.1 } }", 2),
+    "LabelSpecificAdd": (X2 + [LABEL], "label_specific_add_param { bias: 0.5 }", 1),
+    "L1Loss": (X2 + [("y", (2, 3), 0.1)], "", 1), "AsymEuclideanLoss": (X2 + [("y", (2, 3), 0.1)], "", 1),
+    "KnowledgeDistillation": (X2 + [("t", (2, 3), 0.1)], "knowledge_distillation_param { temperature: 2 }", 1),
+    "MultiLabelAccuracy": (X2 + [("t", (2, 3), 1.0)], "", 1),
+    "MultiLabelSigmoidLoss": (X2 + [("t", (2, 3), 1.0)], "", 1),
+    "AdaptedWeightedSoftmaxWithLoss": (X2 + [LABEL], "", 1),
+    "FixedWeightedSoftmaxWithLoss": (X2 + [LABEL], "", 1),
+    "AdaptedWeightedSigmoidCrossEntropyLoss": (X2 + [("t", (2, 3), 1.0)], "", 1),
+})
+
 # Types that read or write external data: exercised with real files below.
 SOURCE_TYPES = {"Data", "HDF5Data", "HDF5Output", "ImageData", "MemoryData", "Python", "WindowData"}
 

@@ -17,9 +17,16 @@ from caffelike.proto import caffe_pb2
 FACTS = json.loads((pathlib.Path(__file__).resolve().parents[1] / "golden" / "proto"
                     / "bvlc_caffe_proto_facts.json").read_text())
 
-# caffelike's documented additions (proto/caffe.proto header): the book fork's fields.
-ALLOWED_EXTRA_MESSAGES: set[str] = set()
-ALLOWED_EXTRA_FIELD_OWNERS = {"TransformationParameter"}
+# caffelike's documented additions (proto/caffe.proto header): the book fork's (Caffe_Long)
+# messages and fields, checked field by field in test_proto_caffe_long.py.
+ALLOWED_EXTRA_MESSAGES: set[str] = {
+    "MarginInnerProductParameter", "KnowledgeDistillationParameter", "LargeMarginInnerProductParameter",
+    "ReLU6Parameter", "LabelSpecificRescaleParameter", "LabelSpecificMarginParameter",
+    "ChannelScaleParameter", "LabelSpecificAffineParameter", "LabelSpecificHardMarginParameter",
+    "LabelSpecificStatisticsParameter", "LabelSpecificAddParameter", "ChannelShuffleParameter",
+    "CompactBilinearParameter"}
+ALLOWED_EXTRA_FIELD_OWNERS = {"TransformationParameter", "LayerParameter", "ImageDataParameter",
+                              "MemoryDataParameter", "SoftmaxParameter"}
 
 
 def _descriptor(full_name: str):
