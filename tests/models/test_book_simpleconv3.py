@@ -79,8 +79,6 @@ def test_inference_with_centre_crop_gives_086() -> None:
 @pytest.mark.parametrize("flags", [[], ["-optimize"], ["-engine", "onnxruntime"]],
                          ids=["torch", "optimize", "onnxruntime"])
 def test_classify_command_gives_087(flags: list[str]) -> None:
-    if "onnxruntime" in flags:
-        pytest.importorskip("onnxruntime")
     res = _cli(["classify", "-model", str(DEPLOY), "-weights", str(WEIGHTS), "-list", str(MOUTH / "val.txt"),
                 "-root_folder", str(MOUTH), "-mean_value", "104.008,116.669,122.675", "-quiet", *flags])
     assert res.returncode == 0, res.stderr[-3000:]

@@ -35,7 +35,6 @@ def _short_solver(tmp_path: pathlib.Path) -> pathlib.Path:
     return path
 
 
-@pytest.mark.skipif(not SOLVER.exists(), reason="models/mouth/simpleconv3 not in this checkout")
 def test_book_mouth_solver_trains_and_its_log_parses(tmp_path, monkeypatch):
     solver = _short_solver(tmp_path)
     monkeypatch.chdir(ROOT)
