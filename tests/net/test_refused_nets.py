@@ -36,7 +36,8 @@ REASONS: list[tuple[re.Pattern, type, tuple[str, ...]]] = [
     (re.compile(r"Unknown layer type: (\w+)"), NetError, ("unknown layer type '{0}'",)),
     (re.compile(r"Unknown bottom blob '(\S+)' \(layer '(\S+)', bottom index (\d+)\)"), NetError,
      ("layer '{1}'", "unknown bottom blob '{0}' (bottom index {2})")),
-    (re.compile(r"db_lmdb\.hpp.*No such file or directory"), DataError, ("layer '{last}' (Data)", "cannot open LMDB")),
+    (re.compile(r"db_lmdb\.hpp.*No such file or directory"), DataError,
+     ("layer '{last}' (Data)", "cannot open LMDB")),
     (re.compile(r"Failed to open leveldb (\S+)"), DataError, ("cannot open LevelDB '{0}'",)),
     (re.compile(r"io\.cpp.*File not found: (\S+)"), DataError, ("cannot open mean_file '{0}'",)),
     (re.compile(r"hdf5_data_layer\.cpp.*Failed to open source file: (\S+)"), DataError,
@@ -77,7 +78,8 @@ def _expected(row: dict) -> tuple[type, tuple[str, ...]]:
     for pattern, error, fragments in REASONS:
         for line in row["caffe_error"]:
             if m := pattern.search(line):
-                return error, tuple(f.format(*m.groups(), last=row.get("last_layer_created")) for f in fragments)
+                last = row.get("last_layer_created")
+                return error, tuple(f.format(*m.groups(), last=last) for f in fragments)
     raise AssertionError(f"no rule reads Caffe's error for {row['id']}: {row['caffe_error']}")
 
 

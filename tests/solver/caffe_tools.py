@@ -44,14 +44,16 @@ def prepare_tools(dest: pathlib.Path) -> pathlib.Path:
     return dest
 
 
-def run_parse_log_py(tools: pathlib.Path, log: pathlib.Path, out: pathlib.Path) -> subprocess.CompletedProcess:
+def run_parse_log_py(tools: pathlib.Path, log: pathlib.Path,
+                     out: pathlib.Path) -> subprocess.CompletedProcess:
     """``python parse_log.py --verbose LOG OUT``: writes ``OUT/<log name>.train`` and ``.test``."""
     out.mkdir(parents=True, exist_ok=True)
     return subprocess.run([sys.executable, str(tools / "parse_log.py"), "--verbose", str(log), str(out)],
                           capture_output=True, text=True, timeout=120)
 
 
-def run_parse_log_sh(tools: pathlib.Path, log: pathlib.Path, out: pathlib.Path) -> subprocess.CompletedProcess:
+def run_parse_log_sh(tools: pathlib.Path, log: pathlib.Path,
+                     out: pathlib.Path) -> subprocess.CompletedProcess:
     """``bash parse_log.sh LOG`` in ``out``, where it writes ``<log name>.train`` and ``.test``."""
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PATH=f"{tools / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")

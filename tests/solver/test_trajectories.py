@@ -72,7 +72,8 @@ def test_params_after_every_iteration(case, tmp_path, monkeypatch):
         fraction = _moving_average_fraction(work / "train_val.prototxt", mean_key.rsplit("_", 1)[0])
         layer, index = bias_key.rsplit("_", 1)
         init = model_blobs(work / "init.caffemodel")[(layer, int(index))][None]
-        mine = _without_bias(np.stack(got[mean_key]), np.concatenate([init, np.stack(got[bias_key])]), fraction)
+        mine = _without_bias(np.stack(got[mean_key]), np.concatenate([init, np.stack(got[bias_key])]),
+                             fraction)
         caffe = _without_bias(want[mean_key], np.concatenate([init, want[bias_key]]), fraction)
         for row, (m, c) in enumerate(zip(mine, caffe), 1):
-            assert_close_scaled(m, c, rtol=rtol, msg=f"{mean_key} less {bias_key}'s share after iteration {row}")
+            assert_close_scaled(m, c, rtol=rtol, msg=f"{mean_key} less {bias_key}'s share, iteration {row}")
