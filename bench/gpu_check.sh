@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
-if [ -x /work/venv/bin/python ] && [ -z "${PYTHON:-}" ]; then PY=/work/venv/bin/python; fi
+if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi  # make install's
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 QUICK=--quick
 [ "${1:-}" = "--full" ] && QUICK=

@@ -191,12 +191,13 @@ class ImageData(StreamingDataLayer):
     def __init__(self, param, bottom_shapes, phase=TEST, where=None):
         super().__init__(param, bottom_shapes, phase, where)
         p = param.image_data_param
+        # Caffe builds the transformer (reading mean_file) before it reads the list
+        transformer = DataTransformer(param.transform_param, phase, self.where)
         if (p.new_height == 0) != (p.new_width == 0):
             raise self.error("new_height and new_width must be set together")
         log.info("Opening file %s", p.source)
         entries = read_image_list(p.source, self.where)
         log.info("A total of %d images.", len(entries))
-        transformer = DataTransformer(param.transform_param, phase, self.where)
         self.items = ImageListItems(entries, p.source, p.root_folder, p.new_height,
                                     p.new_width, p.is_color, transformer, self.where)
         shape = self.items.output_shape(0)
@@ -278,6 +279,7 @@ class WindowData(StreamingDataLayer):
     def __init__(self, param, bottom_shapes, phase=TEST, where=None):
         super().__init__(param, bottom_shapes, phase, where)
         p, t = param.window_data_param, param.transform_param
+        transformer = DataTransformer(t, phase, self.where)  # before the window file, as in Caffe
         if t.crop_size <= 0:
             raise self.error("WindowData needs transform_param.crop_size > 0")
         if p.crop_mode not in ("warp", "square"):
@@ -286,7 +288,6 @@ class WindowData(StreamingDataLayer):
             raise self.error(f"context_pad {p.context_pad} leaves nothing of crop_size {t.crop_size}")
         windows = read_window_file(p.source, p.root_folder, p.fg_threshold, p.bg_threshold,
                                    self.where)
-        transformer = DataTransformer(t, phase, self.where)
         channels = windows.channels[0]
         self.items = WindowItems(windows, int(p.batch_size), p.fg_fraction, int(t.crop_size),
                                   int(p.context_pad), p.crop_mode == "square", bool(t.mirror),

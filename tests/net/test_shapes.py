@@ -8,12 +8,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from google.protobuf import text_format
 
 import caffelike
 from caffelike.net import Net
 
-from .conftest import GOLDEN, io_has, load_json
+from .conftest import GOLDEN, load_json
 
 SHAPES = GOLDEN / "shapes"
 CASES = sorted(p.name for p in SHAPES.glob("*.json") if p.name not in ("index.json", "skipped.json"))
@@ -24,13 +23,7 @@ def _split_blobs(golden: dict) -> set[str]:
 
 
 def _build(golden: dict) -> Net:
-    path = SHAPES / golden["prototxt_copy"]
-    try:
-        return Net(str(path), caffelike.TEST, fill=False)
-    except text_format.ParseError:
-        if not io_has("read_net"):
-            pytest.skip("legacy net format needs caffelike.io's upgrade (not available yet)")
-        raise
+    return Net(str(SHAPES / golden["prototxt_copy"]), caffelike.TEST, fill=False)
 
 
 @pytest.mark.parametrize("case", CASES)

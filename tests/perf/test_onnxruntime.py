@@ -8,8 +8,6 @@ from caffelike.net.fold import optimize_net
 
 from .golden_nets import assert_close_scaled, golden_net
 
-pytest.importorskip("onnxruntime")
-
 
 @pytest.mark.parametrize("case", ["lenet", "simpleconv3"])
 def test_onnxruntime_outputs_match_caffe(case):

@@ -1,8 +1,9 @@
 """Extract field facts from BVLC's own caffe.proto into tests/golden/proto/bvlc_caffe_proto_facts.json.
 
 Run with the pinned generator interpreter (it has protoc and a protobuf runtime):
-  git -C /work/.mirror/BVLC+caffe/repo show 9b891540:src/caffe/proto/caffe.proto > /tmp/bvlc/caffe.proto
-  .venv-protoc/bin/python tests/proto/extract_bvlc_facts.py /tmp/bvlc/caffe.proto OUT.json
+  mkdir -p bvlc && git -C <a clone of BVLC/caffe> show 9b891540:src/caffe/proto/caffe.proto > bvlc/caffe.proto
+  .venv-protoc/bin/python tests/proto/extract_bvlc_facts.py bvlc/caffe.proto OUT.json
+(the file must keep the name caffe.proto: protoc names the generated module after it).
 The facts come from compiling Caffe's file, not from caffelike's copy.
 """
 from __future__ import annotations

@@ -6,7 +6,6 @@ import pathlib
 import subprocess
 import sys
 
-import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT_GENERATOR = ROOT / ".venv-protoc" / "bin" / "python"
@@ -18,9 +17,8 @@ def _generator() -> pathlib.Path:
 
 def test_caffe_pb2_matches_pinned_generator(tmp_path: pathlib.Path) -> None:
     generator = _generator()
-    if not generator.exists():
-        pytest.skip(f"pinned protoc interpreter {generator} is missing (run `make install`, "
-                    "or set CAFFELIKE_PROTOC_PYTHON)")
+    assert generator.exists(), (f"pinned protoc interpreter {generator} is missing: `make install` "
+                                "creates it (or set CAFFELIKE_PROTOC_PYTHON to one with grpcio-tools==1.62.3)")
     result = subprocess.run([str(generator), str(ROOT / "tools" / "gen_proto.py"), str(tmp_path)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -6,13 +6,14 @@ import os
 import pathlib
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 
 TESTS = pathlib.Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent
 GOLDEN = TESTS / "golden"
 SOLVERS = GOLDEN / "solvers"
-PYTHON = "/work/venv/bin/python"
+PYTHON = sys.executable  # the interpreter running the tests, wherever it lives
 
 # ``caffelike <cmd>: error: <message>`` (caffelike/cli.py prints exactly this on a CaffelikeError)
 ERROR_LINE = re.compile(r"^caffelike (\S+): error: (.+)$")

@@ -32,8 +32,8 @@ def _rss_kib() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (MOUTH / "train.prototxt").exists() or not os.path.exists("/proc/self/status"),
-                    reason="needs models/mouth/simpleconv3 and Linux /proc")
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"),
+                    reason="reads resident memory from Linux's /proc/self/status; this system has no /proc")
 def test_mouth_simpleconv3_resident_memory_stays_flat(tmp_path, monkeypatch, record_property):
     from caffelike.proto import caffe_pb2
     from caffelike.solver.loop import get_solver

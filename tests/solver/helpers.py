@@ -16,12 +16,19 @@ LOGS = GOLDEN / "logs"
 CASES = ("sgd_step", "sgd_multistep_itersize2", "adam_fixed", "imagedata_png")
 # README.md of golden/: whole runs compare at rtol ~1e-3 (Adam up to 2e-3 after 40 iterations)
 RUN_RTOL = {"adam_fixed": 2e-3}
-# conv1's bias feeds a BatchNorm, so its true gradient is 0 and what reaches it is float
-# noise plus weight decay; Adam normalises that to steps of ~base_lr, so the blob follows
-# the noise. README finding 8: BLAS kernels alone move Adam's final params by up to 2e-3.
-# bn1's mean blob accumulates conv1's channel means, bias included: compared as Caffe's
-# running mean (blob / scale factor, golden README) with the same bound.
-NOISE_DRIVEN = {"adam_fixed": {("conv1", 1): 2e-3, ("bn1", 0): 2e-3}}
+# Blobs that real Caffe's run cannot pin down, by case, with the reason. Every other blob is
+# compared whole at the tolerance above.
+NOISE_BIAS = ("The bias of conv1 feeds a BatchNorm, so its true gradient is zero and what reaches "
+              "it is float rounding noise plus weight decay; Adam divides that by its own running "
+              "RMS, turning the noise into steps of about base_lr, so the blob follows whichever "
+              "BLAS kernels ran (golden README finding 8)")
+NOT_COMPARABLE: dict[str, dict[tuple[str, int], str]] = {
+    "adam_fixed": {
+        ("conv1", 1): NOISE_BIAS,
+        ("bn1", 0): "bn1's running mean adds up conv1's per-channel output means, noise-driven bias "
+                    "included; test_trajectories compares it with the bias's share removed",
+    },
+}
 
 
 def copy_case(case: str, dest: pathlib.Path) -> pathlib.Path:
@@ -96,7 +103,8 @@ def solverstate(path: pathlib.Path) -> caffe_pb2.SolverState:
     return state
 
 
-def assert_close_scaled(got: np.ndarray, want: np.ndarray, rtol: float = 1e-4, atol: float = 1e-5) -> None:
+def assert_close_scaled(got: np.ndarray, want: np.ndarray, rtol: float = 1e-4, atol: float = 1e-5,
+                        msg: str = "") -> None:
     """The golden README's tolerance: rtol, and atol relative to the array's scale."""
     scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol * scale, equal_nan=True)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol * scale, equal_nan=True, err_msg=msg)

@@ -1,25 +1,19 @@
-"""The book's mouth Simpleconv3 solver trains from the repository and parse_log.py reads its log.
+"""The book's mouth Simpleconv3 solver trains from the repository and Caffe's log tools read its log.
 
 models/mouth/simpleconv3/solver.prototxt on the bundled data/mouth images, with max_iter
-shortened; its log must give parse_log.py the same columns real Caffe's logs give
-(NumIters, Seconds, LearningRate, then the net's outputs: tests/golden/logs/*/parse_log_py).
+shortened; real Caffe's parse_log.py and parse_log.sh (caffe_tools.py) must give the tables they
+give for real Caffe's logs: NumIters, Seconds, LearningRate, then the net's outputs.
 """
 from __future__ import annotations
 
-import csv
-import os
 import pathlib
 import re
-import subprocess
-import sys
 
 import pytest
 
 from caffelike.cli import main
-from caffelike.solver import messages
 
-from .helpers import LOGS
-from .test_logs import _table
+from .caffe_tools import csv_rows, run_parse_log_py, run_parse_log_sh, sh_rows
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SOLVER = ROOT / "models" / "mouth" / "simpleconv3" / "solver.prototxt"
@@ -35,31 +29,23 @@ def _short_solver(tmp_path: pathlib.Path) -> pathlib.Path:
     return path
 
 
-@pytest.mark.skipif(not SOLVER.exists(), reason="models/mouth/simpleconv3 not in this checkout")
-def test_book_mouth_solver_trains_and_its_log_parses(tmp_path, monkeypatch):
+def test_book_mouth_solver_trains_and_its_log_parses(tmp_path, monkeypatch, caffe_tools):
     solver = _short_solver(tmp_path)
     monkeypatch.chdir(ROOT)
     logdir = tmp_path / "logs"
     assert main(["train", "-solver", str(solver), "-log_dir", str(logdir)]) == 0
     log = next(p for p in logdir.iterdir() if not p.is_symlink())
-    lines = log.read_text().splitlines()
     assert (tmp_path / "mouth_iter_6.caffemodel").exists()
-    train, test = _table(lines, messages.TRAIN_OUTPUT), _table(lines, messages.TEST_OUTPUT)
-    assert [r["NumIters"] for r in train] == [float(i) for i in range(6)]
-    assert [r["NumIters"] for r in test] == [3.0, 6.0]
-    assert all(sorted(r) == ["LearningRate", "NumIters", "acc", "loss"] for r in train)
-    assert all(sorted(r) == ["LearningRate", "NumIters", "acc", "loss"] for r in test)
-    assert all(r["LearningRate"] == pytest.approx(0.001) for r in train + test)
-    # real Caffe's tables start with the same three columns, then the output names
-    with open(LOGS / "sgd_step" / "parse_log_py" / "sgd_step.log.train", newline="") as f:
-        assert next(csv.reader(f))[:3] == ["NumIters", "Seconds", "LearningRate"]
-    tool = os.environ.get("CAFFE_PARSE_LOG")
-    if tool:  # the real tool, when a copy is provided outside the repository
-        subprocess.run([sys.executable, tool, str(log), str(tmp_path)], check=True,
-                       cwd=os.path.dirname(os.path.abspath(tool)))
-        with open(tmp_path / f"{log.name}.train", newline="") as f:
-            rows = list(csv.reader(f))
-        assert rows[0] == ["NumIters", "Seconds", "LearningRate", "acc", "loss"] and len(rows) == 7
-        with open(tmp_path / f"{log.name}.test", newline="") as f:
-            rows = list(csv.reader(f))
-        assert rows[0] == ["NumIters", "Seconds", "LearningRate", "acc", "loss"] and len(rows) == 3
+    assert run_parse_log_py(caffe_tools, log, tmp_path / "py").returncode == 0
+    train, test = (csv_rows(tmp_path / "py" / f"{log.name}.{kind}") for kind in ("train", "test"))
+    assert [r["NumIters"] for r in train] == [str(float(i)) for i in range(6)]
+    assert [r["NumIters"] for r in test] == ["3.0", "6.0"]
+    for row in train + test:
+        assert list(row) == ["NumIters", "Seconds", "LearningRate", "acc", "loss"]
+        assert float(row["LearningRate"]) == pytest.approx(0.001)
+    assert run_parse_log_sh(caffe_tools, log, tmp_path / "sh").returncode == 0
+    train, test = (sh_rows(tmp_path / "sh" / f"{log.name}.{kind}") for kind in ("train", "test"))
+    assert [r["Iters"] for r in train] == [str(i) for i in range(6)] + ["6"]  # + the final forward
+    assert all(r["LearningRate"] == "0.001" for r in train[:-1])
+    assert [r["Iters"] for r in test] == ["3", "6"]
+    assert all(list(r) == ["Iters", "Seconds", "TestAccuracy", "TestLoss"] for r in test)

@@ -7,12 +7,11 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 
 from caffelike.cli import main as cli_main
-
-ort = pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NETS = ROOT / "tests" / "golden" / "nets"

@@ -1,0 +1,106 @@
+"""Every corpus net real Caffe refuses is refused here too, for the reason Caffe gave.
+
+Golden data: tests/golden/shapes/skipped.json (NETS.md §2): each corpus net that
+``caffe.Net(file, caffe.TEST)`` could not build, in a folder without the net's data, with
+Caffe's error lines. All rows are checked, not only parse errors. Each net is built with
+``caffelike.Net(file, caffelike.TEST)`` from an empty folder, as Caffe ran it; it must raise a
+clean user error (a ``CaffelikeError``: one message naming the file, layer and cause, which the
+CLI prints as ``caffelike <cmd>: error: ...``) whose message names what Caffe's message names.
+
+The expected fragments are read from Caffe's own error lines by the rules of ``REASONS``.
+``DIFFERENT_BY_DESIGN`` lists the few nets that caffelike refuses for another reason, each
+with why.
+"""
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+
+import caffelike
+from caffelike.errors import CaffelikeError, DataError, LayerError, NetError, PrototxtError
+
+from .conftest import GOLDEN, load_json
+
+CORPUS = GOLDEN.parent / "data" / "corpus"
+ROWS = load_json(GOLDEN / "shapes" / "skipped.json")["nets"]
+
+MISSING_MODULE = re.compile(r"ModuleNotFoundError: No module named '(\S+)'")
+# (pattern on one of Caffe's error lines, caffelike's error class, fragments its message must
+# hold: format strings over the pattern's groups and ``last``, the layer Caffe was creating)
+REASONS: list[tuple[re.Pattern, type, tuple[str, ...]]] = [
+    (re.compile(r'NetParameter: (\d+):\d+: Message type "caffe\.(\w+)" has no field named "(\w+)"'),
+     PrototxtError, (":{0}:", "unknown field '{2}' in caffe.{1}")),
+    (re.compile(r"NetParameter: (\d+:\d+): "), PrototxtError, (":{0}: cannot parse NetParameter",)),
+    (re.compile(r"Unknown layer type: (\w+)"), NetError, ("unknown layer type '{0}'",)),
+    (re.compile(r"Unknown bottom blob '(\S+)' \(layer '(\S+)', bottom index (\d+)\)"), NetError,
+     ("layer '{1}'", "unknown bottom blob '{0}' (bottom index {2})")),
+    (re.compile(r"db_lmdb\.hpp.*No such file or directory"), DataError,
+     ("layer '{last}' (Data)", "cannot open LMDB")),
+    (re.compile(r"Failed to open leveldb (\S+)"), DataError, ("cannot open LevelDB '{0}'",)),
+    (re.compile(r"io\.cpp.*File not found: (\S+)"), DataError, ("cannot open mean_file '{0}'",)),
+    (re.compile(r"hdf5_data_layer\.cpp.*Failed to open source file: (\S+)"), DataError,
+     ("cannot open HDF5 file list '{0}'",)),
+    # Caffe reads a missing list as an empty one
+    (re.compile(r"image_data_layer\.cpp.*File is empty"), DataError, ("layer '{last}' (ImageData)",
+                                                                      "cannot open image list")),
+    (MISSING_MODULE, LayerError, ("layer '{last}' (Python)", "cannot import Python layer module '{0}")),
+]
+
+# caffelike's caffe.proto adds the book fork's TransformationParameter fields (proto/caffe.proto
+# header), so where Caffe stopped at min_side_min caffelike reads on and stops at the next thing
+# BVLC Caffe lacks; and for a V0 net it refuses the upgrade that Caffe's Net logged as errors
+# and went past ("continuing anyway", then failing on the missing LevelDB), as Caffe's own
+# upgrade_net_proto_text refuses it (golden/upgrade/index.tsv).
+DIFFERENT_BY_DESIGN: dict[str, tuple[type, tuple[str, ...]]] = {
+    "longpeng2008__yousan.ai/face_book_ch7_age/mobilenet_train.prototxt":
+        (NetError, ("unknown layer type 'ImageRegressionData'",)),
+    "longpeng2008__yousan.ai/face_book_ch8/mobilenet_train.prototxt":
+        (PrototxtError, ("unknown field 'contrast_brightness_adjustment' in caffe.TransformationParameter",)),
+    "longpeng2008__yousan.ai/imgrec_book_ch4_expr/mobilenet_train.prototxt":
+        (DataError, ("layer 'data' (ImageData)", "cannot open image list 'all_shuffle_val.txt'")),
+    "longpeng2008__yousan.ai/modeldesign_ch8/MobileDenseSegNet_MOUTH160_train.prototxt":
+        (NetError, ("unknown layer type 'ImageSegData'",)),
+    "longpeng2008__yousan.ai/photo_book_ch3/mobilenet_train.prototxt":
+        (NetError, ("unknown layer type 'ImageProbData'",)),
+    "natanielruiz__net-archive/hash-codes/train_CIFAR10_48.prototxt":
+        (PrototxtError, ("V0 parameter 'det_", "does not apply to layer type 'data'",
+                         "Caffe's upgrade refuses it")),
+}
+
+
+def _expected(row: dict) -> tuple[type, tuple[str, ...]]:
+    """The error class and message fragments Caffe's error lines call for."""
+    if row["id"] in DIFFERENT_BY_DESIGN:
+        assert any("min_side_min" in line or "Unknown parameter det_" in line for line in row["caffe_error"])
+        return DIFFERENT_BY_DESIGN[row["id"]]
+    for pattern, error, fragments in REASONS:
+        for line in row["caffe_error"]:
+            if m := pattern.search(line):
+                last = row.get("last_layer_created")
+                return error, tuple(f.format(*m.groups(), last=last) for f in fragments)
+    raise AssertionError(f"no rule reads Caffe's error for {row['id']}: {row['caffe_error']}")
+
+
+def test_every_category_of_refusal_is_covered():
+    categories = {row["category"].split(" (")[0] for row in ROWS}
+    assert categories == {"needs_data_source_or_python_module", "parse_error", "unknown_layer_type",
+                          "undeclared_input_blob"}
+    assert len(ROWS) == 103
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda row: row["id"])
+def test_net_caffe_refuses_is_refused_for_its_reason(row, tmp_path, monkeypatch):
+    error, fragments = _expected(row)
+    monkeypatch.chdir(tmp_path)  # none of the net's data sources exist here, as for Caffe
+    for line in row["caffe_error"]:  # nor the Python modules Caffe could not import (the test
+        if m := MISSING_MODULE.search(line):  # suite's own tests/layers package is a 'layers')
+            monkeypatch.setitem(sys.modules, m.group(1), None)
+    with pytest.raises(CaffelikeError) as info:
+        caffelike.Net(str(CORPUS / row["provenance"]["corpus_file"]), caffelike.TEST)
+    message = str(info.value)
+    assert isinstance(info.value, error), f"{type(info.value).__name__}: {message}"
+    assert "\n" not in message and "Traceback" not in message, message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
