@@ -185,13 +185,28 @@ def test_hdf5_weights(tmp_path: pathlib.Path) -> None:
     assert [a.shape for a in weights["conv1"]] == [(2, 1, 3, 3), (2,)]
 
 
-def test_fork_fields_in_binary_models_are_reported(caplog: pytest.LogCaptureFixture) -> None:
+def test_caffe_long_models_load_and_other_fork_fields_are_reported(caplog: pytest.LogCaptureFixture,
+                                                                   tmp_path: pathlib.Path) -> None:
+    """The book's model, written by Caffe_Long, uses that fork's TransformationParameter fields
+    (11, 12, 20), which our schema holds: it loads silently. A field no schema here knows (999
+    in a transform_param) is reported by number, once."""
     import logging
 
-    path = CORPUS / "longpeng2008__yousan.ai/photo_book_ch3/pretrained_model.caffemodel"
+    book = CORPUS / "longpeng2008__yousan.ai/photo_book_ch3/pretrained_model.caffemodel"
+    with caplog.at_level(logging.WARNING, logger="caffelike"):
+        load_weights(book)
+    assert [r.getMessage() for r in caplog.records] == []
+
+    net = read_caffemodel(GOLDEN / "nets" / "lenet" / "weights.caffemodel")
+    transform = caffe_pb2.TransformationParameter(scale=0.5)
+    transform.MergeFromString(transform.SerializeToString() + bytes([0xB8, 0x3E, 0x01]))  # field 999, varint 1
+    net.layer[0].transform_param.CopyFrom(transform)
+    path = tmp_path / "other_fork.caffemodel"
+    path.write_bytes(net.SerializeToString())
     with caplog.at_level(logging.WARNING, logger="caffelike"):
         load_weights(path)
-        load_weights(GOLDEN / "nets" / "lenet" / "weights.caffemodel")
     assert [r.getMessage() for r in caplog.records] == [
         f"{path}: ignored fields unknown to BVLC Caffe's caffe.proto (written by a Caffe fork), "
-        "by field number: caffe.TransformationParameter: 11, 12, 20"]
+        "by field number: caffe.TransformationParameter: 999"]
+
+
