@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import DataError, Where
-from ..io.image_list import FieldLine, ListEntry, read_field_lists
+from ..io.image_list import FieldLine, ListEntry
 from ..io.where import source_where
 from .images import read_image
 from .items import ImageListItems
@@ -107,7 +107,7 @@ class LabelMapItems:
         if any(draw.pad):
             fill = self._pad_fill(index, img)
         with self._failure_at(index):
-            data = self.transformer.apply(geometry(img, draw, fill), draw.image_draw())
+            data = self.transformer.apply(geometry(img, draw, fill, image=True), draw.image_draw())
         label = label_blob(geometry(lab, draw, (IGNORE_LABEL,)), draw, self.geometry.crop,
                            self.factor)
         return data, label

@@ -8,6 +8,10 @@ label map through the same geometry as its image, in this order:
    ``min_side_min`` and ``min_side_max`` are both set, the short side becomes ``s`` and the
    other side ``int(side * float(s / short))`` (truncated; a square image keeps its height
    as the long side); ``s`` is drawn from ``[min_side_min, min_side_max]`` even in TEST;
+1b. TRAIN only, the image alone: contrast/brightness (``contrast_brightness_adjustment``,
+   with probability ``apply_probability``: ``pixel * alpha + beta`` rounded and saturated),
+   then a colour shift (``max_color_shift > 0``, same probability: one ``(b, g, r)`` added to
+   or subtracted from every pixel, saturated); this order is the segmentation transform's own;
 2. pad at the bottom/right up to ``crop_size``: the image with ``mean_value`` (rounded to
    uint8, as ``cv::Scalar`` into an 8-bit image), the label map with :data:`IGNORE_LABEL`;
 3. crop (random in TRAIN, centre in TEST), the same window on both maps;
@@ -42,8 +46,10 @@ PROB_SCALE = 0.0039
 class SegDraw:
     """Every random choice for one image/label pair.
 
-    ``size`` is the (height, width) after the resize (None: no resize); ``pad`` the rows and
-    columns added at the bottom/right; ``h_off``/``w_off`` the crop window (in the padded map).
+    ``size`` is the (height, width) after the resize (None: no resize); ``contrast`` the
+    ``(alpha, beta)`` of the brightness step (None: off); ``shift`` the colour shift added to
+    the image's channels (negative: subtracted; None: off); ``pad`` the rows and columns added
+    at the bottom/right; ``h_off``/``w_off`` the crop window (in the padded map).
     """
 
     size: tuple[int, int] | None = None
@@ -51,6 +57,8 @@ class SegDraw:
     mirror: bool = False
     h_off: int = 0
     w_off: int = 0
+    contrast: tuple[float, int] | None = None
+    shift: tuple[int, int, int] | None = None
 
     def image_draw(self) -> Draw:
         """The draw :meth:`DataTransformer.apply` runs on the resized, padded image."""
@@ -59,7 +67,8 @@ class SegDraw:
 
 @dataclass(frozen=True)
 class SegGeometry:
-    """The geometric fields of ``transform_param`` as the fork's segmentation transform reads them."""
+    """The fields of ``transform_param`` that the fork's segmentation transform reads, besides
+    the mean and scale (which :class:`DataTransformer` applies to the image)."""
 
     phase: int
     crop: int = 0
@@ -68,13 +77,27 @@ class SegGeometry:
     side_max: int = 0
     deformed: bool = False
     deformed_th: float = 2.0
+    brightness: bool = False
+    contrast_range: tuple[float, float] = (0.8, 1.2)
+    max_brightness: int = 5
+    max_shift: int = 0
+    apply_probability: float = 0.5
 
     @classmethod
     def from_param(cls, param: caffe_pb2.TransformationParameter, phase: int) -> "SegGeometry":
-        """Read the fields of ``param`` (validation is the layer's job: see ``needs_rng``)."""
+        """Read the fields of ``param`` (validation is the layer's job: see ``has_rng``)."""
         return cls(phase, int(param.crop_size), bool(param.mirror), int(param.min_side_min),
                    int(param.min_side_max), bool(param.use_deformed_resize),
-                   float(param.deformed_resize_th))
+                   float(param.deformed_resize_th), bool(param.contrast_brightness_adjustment),
+                   (float(param.min_contrast), float(param.max_contrast)),
+                   int(param.max_brightness_shift), int(param.max_color_shift),
+                   float(param.apply_probability))
+
+    @property
+    def photometric(self) -> bool:
+        """Whether a TRAIN image may get the contrast/brightness step or the colour shift."""
+        return self.phase == TRAIN and self.apply_probability > 0 and \
+            (self.brightness or self.max_shift > 0)
 
     @property
     def resizes(self) -> bool:
@@ -98,6 +121,15 @@ class SegGeometry:
             size = resized_size(height, width, side)
         if size is not None:
             height, width = size
+        contrast = shift = None
+        threshold = 1.0 - self.apply_probability
+        if self.phase == TRAIN and self.brightness and rng.random() > threshold:
+            alpha = float(np.float32(rng.uniform(*self.contrast_range)))
+            contrast = (alpha, int(rng.integers(-self.max_brightness, self.max_brightness + 1)))
+        if self.phase == TRAIN and self.max_shift > 0 and rng.random() > threshold:
+            bgr = rng.integers(self.max_shift + 1, size=3)
+            sign = -1 if rng.integers(2) else 1
+            shift = tuple(int(sign * v) for v in bgr)
         pad = (max(self.crop - height, 0), max(self.crop - width, 0))
         height, width = height + pad[0], width + pad[1]
         h_off = w_off = 0
@@ -108,7 +140,7 @@ class SegGeometry:
             else:
                 h_off, w_off = (height - self.crop) // 2, (width - self.crop) // 2
         mirror = bool(rng.integers(2)) if self.mirror else False
-        return SegDraw(size, pad, mirror, h_off, w_off)
+        return SegDraw(size, pad, mirror, h_off, w_off, contrast, shift)
 
     def output_size(self, height: int, width: int, draw: SegDraw) -> tuple[int, int]:
         """Height and width of the maps this draw gives from a ``height x width`` pair."""
@@ -135,11 +167,28 @@ def pad_value(mean_values: np.ndarray, channels: int) -> tuple[int, ...]:
     return tuple(int(v) for v in np.clip(np.rint(values), 0, 255))
 
 
-def geometry(img: np.ndarray, draw: SegDraw, fill: tuple[int, ...]) -> np.ndarray:
-    """Resize (nearest) and pad an ``(H, W, C)`` uint8 map as ``draw`` says; the crop and the
-    mirror are left to :meth:`DataTransformer.apply` (image) and :func:`label_blob` (label)."""
+def adjust_colours(img: np.ndarray, draw: SegDraw) -> np.ndarray:
+    """The image-only TRAIN steps of ``draw``: ``saturate(round(pixel * alpha + beta))`` (float
+    arithmetic, as ``cv::Mat::convertTo``), then the saturated colour shift (a grey image
+    takes the blue value, as ``cv::Scalar`` into one channel)."""
+    if draw.contrast is not None:
+        alpha, beta = draw.contrast
+        value = img.astype(np.float32) * np.float32(alpha) + np.float32(beta)
+        img = np.clip(np.rint(value), 0, 255).astype(np.uint8)
+    if draw.shift is not None:
+        shift = np.asarray(draw.shift[:img.shape[2]], dtype=np.int16)
+        img = np.clip(img.astype(np.int16) + shift, 0, 255).astype(np.uint8)
+    return img
+
+
+def geometry(img: np.ndarray, draw: SegDraw, fill: tuple[int, ...], *, image: bool = False) -> np.ndarray:
+    """Resize (nearest), then (``image``: :func:`adjust_colours`), then pad an ``(H, W, C)``
+    uint8 map as ``draw`` says; the crop and the mirror are left to
+    :meth:`DataTransformer.apply` (image) and :func:`label_blob` (label)."""
     if draw.size is not None and draw.size != img.shape[:2]:
         img = _hwc(cv2.resize(img, (draw.size[1], draw.size[0]), interpolation=cv2.INTER_NEAREST))
+    if image:
+        img = adjust_colours(img, draw)
     ph, pw = draw.pad
     if ph or pw:
         value = [float(v) for v in fill] + [0.0] * (4 - len(fill))

@@ -58,7 +58,7 @@ class _LabelMapData(StreamingDataLayer):
         p, t = param.image_data_param, param.transform_param
         _check_list_param(self, p)
         seg = SegGeometry.from_param(t, phase)
-        self._check_geometry(seg, t)
+        self._check_geometry(seg)
         transformer = DataTransformer(_image_transformer_param(t), phase, self.where)
         log.info("Opening file %s", p.source)
         lines = read_field_lists(p.source, self.where, "image labelmap")
@@ -71,7 +71,7 @@ class _LabelMapData(StreamingDataLayer):
         log.info("output data size: %d,%d,%d,%d", *self._shapes[0])
         log.info("output label size: %d,%d,%d,%d", *self._shapes[1])
 
-    def _check_geometry(self, seg: SegGeometry, t: caffe_pb2.TransformationParameter) -> None:
+    def _check_geometry(self, seg: SegGeometry) -> None:
         deformed = seg.deformed and seg.deformed_th < 1.0
         if deformed or seg.resizes:
             if seg.side_min <= 0 or seg.side_max < seg.side_min:
@@ -80,16 +80,12 @@ class _LabelMapData(StreamingDataLayer):
             if deformed and seg.side_min < seg.crop:
                 raise self.error(f"min_side_min ({seg.side_min}) must be >= crop_size ({seg.crop}) "
                                  "for use_deformed_resize")
-            if not seg.has_rng:
-                phase = "TRAIN" if self.phase == TRAIN else "TEST"
-                raise self.error(f"min_side_min/min_side_max draw a random size in every phase, "
-                                 f"and the fork has no generator for it in {phase} without mirror"
-                                 f"{'' if self.phase != TRAIN else ' or crop_size'} (it aborts: "
-                                 "Check failed: rng_); set mirror: true or drop the resize")
-        if self.phase == TRAIN and (t.contrast_brightness_adjustment or t.max_color_shift > 0):
-            raise self.error("contrast_brightness_adjustment and max_color_shift are not "
-                             f"implemented for {self.param.type} yet; remove them from "
-                             "transform_param")
+        if (deformed or seg.resizes or seg.photometric) and not seg.has_rng:
+            what = "min_side_min/min_side_max draw a random size in every phase" \
+                if deformed or seg.resizes else "contrast/colour augmentations draw at random"
+            needs = "mirror: true or crop_size" if self.phase == TRAIN else "mirror: true"
+            raise self.error(f"{what}, and the fork has no generator for them without {needs} "
+                             "(it aborts: Check failed: rng_); set it or drop them")
 
 
 @register_layer("ImageSegData", bottoms=0, tops=2, is_data=True)

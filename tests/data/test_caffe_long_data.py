@@ -303,3 +303,39 @@ def test_regression_targets_are_floats_as_parsed(pairs, monkeypatch):
     assert net.blobs["label"].data.shape == (3, 3, 1, 1)
     np.testing.assert_array_equal(net.blobs["label"].data[:, :, 0, 0],
                                   np.float32([[0.5, -1, 20], [-0.0, 0.25, 3], [0.5, -1, 20]]))
+
+
+# -- TRAIN-phase contrast/brightness and colour shift (image only) -------------------------------
+def test_train_colour_augmentations_touch_the_image_only(tmp_path, monkeypatch):
+    _write_pairs(tmp_path, [(30, 34), (31, 30), (33, 36), (30, 30)])
+    monkeypatch.chdir(tmp_path)
+    net = caffelike.Net(_net(tmp_path, "ImageSegData", "crop_size: 24 mirror: true "
+                             "contrast_brightness_adjustment: true max_color_shift: 30 "
+                             "apply_probability: 1"), caffelike.TRAIN)
+    changed = False
+    for data, label in _batches(net, 4):
+        assert np.isin(label, VALUES).all()  # labels keep their values
+        for i in range(4):
+            for c in range(3):  # the same grey value maps to the same pixel value: one geometry
+                for v in np.unique(label[i, 0]):
+                    assert len(np.unique(data[i, c][label[i, 0] == v])) == 1
+            changed |= bool((data[i, 0] != label[i, 0]).any())
+    assert changed
+
+
+def test_contrast_and_shift_saturate_as_opencv():
+    from caffelike.data.label_maps import SegDraw, adjust_colours
+
+    img = np.random.default_rng(3).integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(adjust_colours(img, SegDraw(contrast=(1.13, 4))),
+                                  cv2.convertScaleAbs(img, alpha=1.13, beta=4))
+    np.testing.assert_array_equal(adjust_colours(img, SegDraw(shift=(3, 20, 7))),
+                                  cv2.add(img, (3, 20, 7, 0)))
+    np.testing.assert_array_equal(adjust_colours(img, SegDraw(shift=(-3, -20, -7))),
+                                  cv2.subtract(img, (3, 20, 7, 0)))
+
+
+def test_train_colour_augmentations_need_the_forks_generator(pairs, monkeypatch):
+    message = _error(pairs, monkeypatch, "ImageProbData", ["im0.png lab0.png"],
+                     transform="max_color_shift: 10", phase="TRAIN", exc=LayerError)
+    assert "layer 'data' (ImageProbData)" in message and "rng_" in message
