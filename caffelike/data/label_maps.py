@@ -38,6 +38,9 @@ TRAIN = caffe_pb2.TRAIN
 IGNORE_LABEL = 255
 """The fork's label value for pixels padded in by a crop larger than the label map."""
 
+FORK_DEFORMED_TH = 2.0
+"""The fork's caffe.proto default of ``deformed_resize_th``: a U(0,1) draw never reaches it."""
+
 PROB_SCALE = 0.0039
 """ImageProbData's label factor (not 1/255: 255 becomes 0.9945), applied in double precision."""
 
@@ -76,7 +79,7 @@ class SegGeometry:
     side_min: int = 0
     side_max: int = 0
     deformed: bool = False
-    deformed_th: float = 2.0
+    deformed_th: float = FORK_DEFORMED_TH
     brightness: bool = False
     contrast_range: tuple[float, float] = (0.8, 1.2)
     max_brightness: int = 5
@@ -85,10 +88,15 @@ class SegGeometry:
 
     @classmethod
     def from_param(cls, param: caffe_pb2.TransformationParameter, phase: int) -> "SegGeometry":
-        """Read the fields of ``param`` (validation is the layer's job: see ``has_rng``)."""
+        """Read the fields of ``param`` (validation is the layer's job: see ``has_rng``).
+
+        An unset ``deformed_resize_th`` is the fork's default 2 (never deformed), not the
+        book's 0.5 that caffelike's schema gives the classification transform."""
+        threshold = float(param.deformed_resize_th) if param.HasField("deformed_resize_th") \
+            else FORK_DEFORMED_TH
         return cls(phase, int(param.crop_size), bool(param.mirror), int(param.min_side_min),
                    int(param.min_side_max), bool(param.use_deformed_resize),
-                   float(param.deformed_resize_th), bool(param.contrast_brightness_adjustment),
+                   threshold, bool(param.contrast_brightness_adjustment),
                    (float(param.min_contrast), float(param.max_contrast)),
                    int(param.max_brightness_shift), int(param.max_color_shift),
                    float(param.apply_probability))

@@ -339,3 +339,18 @@ def test_train_colour_augmentations_need_the_forks_generator(pairs, monkeypatch)
     message = _error(pairs, monkeypatch, "ImageProbData", ["im0.png lab0.png"],
                      transform="max_color_shift: 10", phase="TRAIN", exc=LayerError)
     assert "layer 'data' (ImageProbData)" in message and "rng_" in message
+
+
+def test_deformed_resize_threshold_defaults_to_the_forks_2():
+    from caffelike.data.label_maps import SegGeometry
+
+    param = text_format.Parse("use_deformed_resize: true min_side_min: 20 min_side_max: 30",
+                              caffe_pb2.TransformationParameter())
+    seg = SegGeometry.from_param(param, caffelike.TRAIN)
+    assert seg.deformed_th == 2.0
+    rng = np.random.default_rng(0)
+    sizes = {seg.sample(rng, 40, 50).size for _ in range(50)}
+    assert all(h != w for h, w in sizes)  # keep-aspect resizes only: never the s x s one
+    param.deformed_resize_th = 0.0
+    sizes = {SegGeometry.from_param(param, caffelike.TRAIN).sample(rng, 40, 50).size for _ in range(20)}
+    assert all(h == w for h, w in sizes)
