@@ -119,7 +119,8 @@ class SegGeometry:
         return self.mirror or (self.phase == TRAIN and self.crop > 0)
 
     def sample(self, rng: np.random.Generator, height: int, width: int) -> SegDraw:
-        """Draw resize, crop offsets and mirror for a ``height x width`` pair."""
+        """Draw resize, contrast/brightness, colour shift, crop offsets and mirror for a
+        ``height x width`` pair."""
         size = None
         if self.deformed and rng.random() >= self.deformed_th:
             side = int(rng.integers(self.side_min, self.side_max + 1))

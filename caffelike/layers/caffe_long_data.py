@@ -46,7 +46,7 @@ class _LabelMapData(StreamingDataLayer):
     deformed resize is nearest-neighbour and random in every phase; a crop larger than the
     image pads it at the bottom/right with mean_value and the label with 255; no mean or
     scale on labels; ``new_height``/``new_width`` resize the label map bilinearly (labels
-    blend); no rotation. The label top keeps the set-up size: without crop_size every image
+    blend); no rotation; TRAIN contrast/brightness and colour shift touch the image only. The label top keeps the set-up size: without crop_size every image
     must give the first image's size.
     """
 
