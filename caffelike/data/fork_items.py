@@ -105,21 +105,21 @@ class LabelMapItems:
                             "crop_size or new_height/new_width", self._where(index))
         fill = (0,) * img.shape[2]
         if any(draw.pad):
-            fill = self._pad_fill(index, img)
+            fill = self._pad_fill(index, draw.size or img.shape[:2], img.shape[2])
         with self._failure_at(index):
             data = self.transformer.apply(geometry(img, draw, fill, image=True), draw.image_draw())
         label = label_blob(geometry(lab, draw, (IGNORE_LABEL,)), draw, self.geometry.crop,
                            self.factor)
         return data, label
 
-    def _pad_fill(self, index: int, img: np.ndarray) -> tuple[int, ...]:
+    def _pad_fill(self, index: int, size: tuple[int, int], channels: int) -> tuple[int, ...]:
         means = self.transformer.mean_values
-        if means.size not in (1, img.shape[2]):
-            raise DataError(f"image '{self.root + self.entries[index][0]}' of {img.shape[0]}x"
-                            f"{img.shape[1]} is padded up to crop_size {self.geometry.crop} with "
-                            f"mean_value, which the fork reads per channel; expected 1 or "
-                            f"{img.shape[2]} mean_value(s), got {means.size}", self._where(index))
-        return pad_value(means, img.shape[2])
+        if means.size not in (1, channels):
+            raise DataError(f"image '{self.root + self.entries[index][0]}' of {size[0]}x{size[1]} "
+                            f"(after any resize) is padded up to crop_size {self.geometry.crop} "
+                            f"with mean_value, which the fork reads per channel; expected 1 or "
+                            f"{channels} mean_value(s), got {means.size}", self._where(index))
+        return pad_value(means, channels)
 
     def output_shape(self, index: int = 0) -> tuple[int, int, int]:
         """The data top's ``(C, H, W)`` from entry ``index`` (crop_size, else the read size)."""

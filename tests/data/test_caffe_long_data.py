@@ -123,26 +123,36 @@ def _batches(net, n):
         yield net.blobs["data"].data.copy(), net.blobs["label"].data.copy()
 
 
-def test_train_resize_crop_mirror_move_label_with_image(tmp_path, monkeypatch):
+@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
+def test_resize_crop_mirror_move_label_with_image(tmp_path, monkeypatch, phase):
+    """The random short-side resize (drawn in TEST too; below crop_size it pads), crop and
+    mirror: label == data, except where padded (label 255, data mean - mean = 0)."""
     _write_pairs(tmp_path, [(30, 41), (37, 29), (33, 33), (45, 31), (29, 52)])
     monkeypatch.chdir(tmp_path)
     net = caffelike.Net(_net(tmp_path, "ImageSegData", "crop_size: 24 mirror: true "
-                             "min_side_min: 24 min_side_max: 40"), caffelike.TRAIN)
-    channels_differ = False
-    for data, label in _batches(net, 6):
+                             "min_side_min: 12 min_side_max: 40 mean_value: 0", phase=phase),
+                        getattr(caffelike, phase))
+    channels_differ = padded = False
+    for data, label in _batches(net, 8):
         assert label.shape == (4, 1, 24, 24)
-        np.testing.assert_array_equal(label[:, 0], data[:, 0])  # one geometry, no blending
-        assert np.isin(label, VALUES).all()
+        pad = label[:, 0] == 255
+        padded |= bool(pad.any())
+        expected = np.where(pad, 0, label[:, 0])
+        np.testing.assert_array_equal(expected, data[:, 0])  # one geometry, no blending
+        assert np.isin(label[:, 0][~pad], VALUES).all()
         channels_differ |= bool((data[:, 0] != data[:, 1]).any())
-    assert not channels_differ  # all channels move together
+    assert not channels_differ and padded  # all channels move together
 
 
-def test_train_mirror_flips_image_and_label_alike(tmp_path, monkeypatch):
-    """No crop, no resize: each item is its own map or its left-right flip, label and data alike."""
+@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
+def test_mirror_flips_image_and_label_alike(tmp_path, monkeypatch, phase):
+    """No crop, no resize: each item is its own map or its left-right flip, label and data
+    alike; in TEST too (the fork's segmentation transform draws the mirror in every phase)."""
     _write_pairs(tmp_path, [(12, 17)] * 4)
     monkeypatch.chdir(tmp_path)
     grey = [cv2.imread(str(tmp_path / f"lab{i}.png"), cv2.IMREAD_GRAYSCALE) for i in range(4)]
-    net = caffelike.Net(_net(tmp_path, "ImageSegData", "mirror: true"), caffelike.TRAIN)
+    net = caffelike.Net(_net(tmp_path, "ImageSegData", "mirror: true", phase=phase),
+                        getattr(caffelike, phase))
     flips = set()
     for data, label in _batches(net, 8):
         for i in range(4):
@@ -265,7 +275,7 @@ def test_padding_needs_mean_values(pairs, monkeypatch):
     message = _error(pairs, monkeypatch, "ImageSegData", ["im0.png lab0.png"],
                      transform="crop_size: 16 mean_value: 1 mean_value: 2")
     assert message.startswith("list.txt:1: layer 'data' (ImageSegData): image 'im0.png' of 12x12 "
-                              "is padded up to crop_size 16")
+                              "(after any resize) is padded up to crop_size 16")
 
 
 def test_test_phase_resize_without_mirror_is_refused(pairs, monkeypatch):
