@@ -5,7 +5,7 @@
   and moved through the image's geometry (:mod:`.label_maps`).
 * :class:`RegressionItems` (ImageRegressionData): ``image f1 ... fK`` lines; K float targets.
 
-Both read the list with :func:`~caffelike.io.image_list.read_field_lists` (whitespace-split,
+Both read the list with :func:`~caffelike.io.image_list.read_field_list` (whitespace-split,
 as the fork's ``iss >> field``); every error names the list file and line.
 """
 from __future__ import annotations

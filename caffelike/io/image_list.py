@@ -4,7 +4,7 @@ One ``path label`` per line, split at the last space so that paths may hold spac
 ``find_last_of(' ')``); blank lines are skipped. Every error names the list file and line,
 and the layer reading the list when there is one.
 
-:func:`read_field_lists` reads the lists of the book fork's (Caffe_Long) data layers, which
+:func:`read_field_list` reads the lists of the book fork's (Caffe_Long) data layers, which
 split each line on whitespace (``iss >> field``), so their paths cannot hold spaces.
 """
 from __future__ import annotations
@@ -69,7 +69,7 @@ class FieldLine:
     line: int
 
 
-def read_field_lists(source: str, where: Where | None, expected: str) -> list[FieldLine]:
+def read_field_list(source: str, where: Where | None, expected: str) -> list[FieldLine]:
     """The whitespace-split lines of a list (the fork's ``iss >> field`` reading); blank lines
     are skipped. ``expected`` (e.g. ``'image labelmap'``) names a line's form in the error
     for an empty list; each caller checks its own field counts."""

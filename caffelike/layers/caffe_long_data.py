@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..data.fork_items import LabelMapItems, RegressionItems, parse_regression_lines
 from ..data.label_maps import PROB_SCALE, SegGeometry
 from ..data.transformer import DataTransformer
-from ..io.image_list import read_field_lists
+from ..io.image_list import read_field_list
 from ..log import get_logger
 from ..proto import caffe_pb2
 from .base import TEST, TRAIN, register_layer
@@ -61,7 +61,7 @@ class _LabelMapData(StreamingDataLayer):
         self._check_geometry(seg)
         transformer = DataTransformer(_image_transformer_param(t), phase, self.where)
         log.info("Opening file %s", p.source)
-        lines = read_field_lists(p.source, self.where, "image labelmap")
+        lines = read_field_list(p.source, self.where, "image labelmap")
         self.items = LabelMapItems(lines, p.source, p.root_folder, p.new_height, p.new_width,
                                    p.is_color, transformer, seg, self.factor, self.where)
         log.info("A total of %d images.", len(self.items))
@@ -125,7 +125,7 @@ class ImageRegressionData(StreamingDataLayer):
         transformer = DataTransformer(param.transform_param, phase, self.where)
         _check_list_param(self, p)
         log.info("Opening file %s", p.source)
-        lines = read_field_lists(p.source, self.where, f"image and {p.label_size} float targets")
+        lines = read_field_list(p.source, self.where, f"image and {p.label_size} float targets")
         entries, targets = parse_regression_lines(lines, p.source, int(p.label_size), self.where)
         log.info("A total of %d images.", len(entries))
         self.items = RegressionItems(entries, targets, p.source, p.root_folder, p.new_height,
