@@ -154,7 +154,8 @@ class DatumItems:
             return data, np.asarray(datum.label, dtype=np.float32)
         labels = self.labels(record)
         if len(labels) != self.label_count:
-            raise DataError(f"key '{record[0].decode(errors='replace')}': {len(labels)} labels, but "
+            raise DataError(f"key '{record[0].decode(errors='replace')}': {len(labels)} label"
+                            f"{'' if len(labels) == 1 else 's'}, but "
                             f"the first record has {self.label_count}; every record must carry "
                             "the same number", source_where(self.where, self.db.path))
         return data, np.asarray(labels, dtype=np.float32)

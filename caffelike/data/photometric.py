@@ -48,7 +48,8 @@ def contrast_brightness(img: np.ndarray, alpha: float, beta: int) -> np.ndarray:
 def smooth(img: np.ndarray, kind: int, size: int) -> np.ndarray:
     """The fork's smoothing ``kind`` (see :data:`SMOOTH_KINDS`) with kernel ``size`` (odd):
     ``GaussianBlur(size x size, sigma 0)``, ``blur(size x size)``, ``medianBlur(size)`` or
-    ``boxFilter(2*size x 2*size)``, each with OpenCV's default border (reflect 101)."""
+    ``boxFilter(2*size x 2*size)``, with OpenCV's borders (reflect 101; the median replicates
+    the edge pixels)."""
     if kind == 0:
         out = cv2.GaussianBlur(img, (size, size), 0)
     elif kind == 1:

@@ -15,7 +15,8 @@ generators. Images are ``(H, W, C)`` uint8 BGR arrays (OpenCV order); the result
 ``(C, H, W)`` array computed with Caffe's float arithmetic ``(pixel - mean) * scale``.
 
 Caffe semantics kept on purpose: ``mirror: true`` flips at random in TEST too (Caffe draws
-``Rand(2)`` in both phases; only the crop offset depends on the phase).
+``Rand(2)`` in both phases; only the crop offset depends on the phase), unless a fork field
+is set (below).
 
 The book's extensions follow the book's listing where the author's fork differs:
 rotation comes after the resize (the fork rotates first); ``deformed_resize_th`` defaults to
@@ -43,7 +44,9 @@ A ``transform_param`` that sets any fork field (number > 7) runs as the fork's t
 two more ways: ``mirror`` flips in TRAIN only, and without a crop a later image of a batch
 larger than the batch's first one is cut to its top-left part (``apply(..., fit=...)``; a
 smaller one is an error, where the fork aborts). Without a fork field every choice is BVLC's.
-The photometric steps apply to uint8 images (the fork's float Datums never see them).
+The photometric steps apply to uint8 images. The fork runs its augmentations (and its
+TRAIN-only mirror) on decoded images only, not on raw Datums; caffelike treats every image
+alike, as it does for the book's resize and rotation.
 """
 from __future__ import annotations
 

@@ -82,3 +82,109 @@ def test_multi_label_lmdb_matches_its_contents_listing():
     db = KeyValueDB(str(case / "lmdb"), "lmdb")
     got = {db.keys[i].decode(): datum_labels(db.get(i)[1]) for i in range(len(db))}
     assert listed and got == listed
+
+
+# -- label_size and multi-label records beyond the goldens -----------------------------------
+
+def _write_images(folder: pathlib.Path, names: list[str]) -> None:
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for name in names:
+        cv2.imwrite(str(folder / name), rng.integers(0, 256, (6, 5, 3), dtype=np.uint8))
+
+
+def _image_data(source: str, extra: str = "") -> caffe_pb2.LayerParameter:
+    return text_format.Parse(f'name: "data" type: "ImageData" top: "data" top: "label" '
+                             f'image_data_param {{ source: "{source}" batch_size: 2 {extra} }}',
+                             caffe_pb2.LayerParameter())
+
+
+def test_label_size_one_keeps_bvlc_list_and_shape(tmp_path, monkeypatch):
+    from caffelike.layers.data import ImageData
+
+    monkeypatch.chdir(tmp_path)
+    _write_images(tmp_path, ["a b.png", "c.png"])
+    (tmp_path / "l.txt").write_text("a b.png 3\nc.png 4\n")  # BVLC: split at the last space
+    layer = ImageData(_image_data("l.txt", "label_size: 1"), [], caffe.TEST)
+    assert layer.top_shapes([])[1] == (2,)
+    assert layer.forward()[1].tolist() == [3.0, 4.0]
+
+
+def test_label_size_errors_name_list_line_and_layer(tmp_path, monkeypatch):
+    from caffelike.errors import DataError, LayerError
+    from caffelike.layers.data import ImageData
+
+    monkeypatch.chdir(tmp_path)
+    _write_images(tmp_path, ["a.png", "c.png"])
+    (tmp_path / "l.txt").write_text("a.png 3 1\nc.png 4\n")
+    with pytest.raises(DataError, match=r"^l\.txt:2: layer 'data' \(ImageData\): expected 'path' and 2 labels"):
+        ImageData(_image_data("l.txt", "label_size: 2"), [], caffe.TEST)
+    with pytest.raises(LayerError, match=r"layer 'data' \(ImageData\): image_data_param.label_size must be >= 1"):
+        ImageData(_image_data("l.txt", "label_size: 0"), [], caffe.TEST)
+    (tmp_path / "l.txt").write_text("a.png 3 1\nmissing.png 4 2\n")
+    layer = ImageData(_image_data("l.txt", "label_size: 2"), [], caffe.TEST)
+    with pytest.raises(DataError, match=r"^l\.txt:2: layer 'data' \(ImageData\): cannot read image 'missing\.png'"):
+        layer.forward()
+
+
+def _datum_bytes(labels: list[int], packed: bool = False) -> bytes:
+    """A raw 1x2x2 Datum with these labels, written as the fork's repeated field 5."""
+    body = caffe_pb2.Datum(channels=1, height=2, width=2, data=bytes([1, 2, 3, 4])).SerializeToString()
+
+    def varint(v: int) -> bytes:
+        v &= (1 << 64) - 1
+        out = b""
+        while True:
+            byte, v = v & 0x7F, v >> 7
+            out += bytes([byte | (0x80 if v else 0)])
+            if not v:
+                return out
+    if packed:
+        payload = b"".join(varint(v) for v in labels)
+        return body + b"\x2a" + varint(len(payload)) + payload
+    return body + b"".join(b"\x28" + varint(v) for v in labels)
+
+
+def test_datum_labels_reads_the_forks_repeated_field():
+    from caffelike.data.sources import datum_labels
+
+    assert datum_labels(_datum_bytes([1, 0])) == [1, 0]
+    assert datum_labels(_datum_bytes([7, -2, 300])) == [7, -2, 300]
+    assert datum_labels(_datum_bytes([5, -1], packed=True)) == [5, -1]
+    one = caffe_pb2.Datum(channels=1, height=1, width=1, data=b"\x00", label=9).SerializeToString()
+    assert datum_labels(one) == [9]
+    parsed = caffe_pb2.Datum.FromString(_datum_bytes([1, 2]))  # BVLC's schema: the last one
+    assert parsed.label == 2
+    with pytest.raises(ValueError):
+        datum_labels(b"\x28")
+
+
+def test_multi_label_lmdb_and_bvlc_single_label(tmp_path, monkeypatch):
+    import lmdb
+
+    from caffelike.errors import DataError
+    from caffelike.layers.data import Data
+
+    monkeypatch.chdir(tmp_path)
+    records = {"multi": [[1, 0, 5], [0, 1, 6], [2, 2, 7]], "single": [[3], [4], [5]],
+               "mixed": [[1, 0], [2]]}
+    for name, rows in records.items():
+        with lmdb.open(name, map_size=1 << 20) as env, env.begin(write=True) as txn:
+            for i, labels in enumerate(rows):
+                txn.put(f"{i:08d}".encode(), _datum_bytes(labels))
+
+    def layer(source: str) -> Data:
+        return Data(text_format.Parse(f'name: "d" type: "Data" top: "data" top: "label" '
+                                      f'data_param {{ source: "{source}" batch_size: 2 backend: LMDB }}',
+                                      caffe_pb2.LayerParameter()), [], caffe.TEST)
+
+    multi = layer("multi")
+    assert multi.top_shapes([]) == [(2, 1, 2, 2), (2, 3)]
+    assert multi.forward()[1].tolist() == [[1, 0, 5], [0, 1, 6]]
+    assert multi.forward()[1].tolist() == [[2, 2, 7], [1, 0, 5]]
+    single = layer("single")
+    assert single.top_shapes([])[1] == (2,) and single.forward()[1].tolist() == [3.0, 4.0]
+    with pytest.raises(DataError, match=r"^mixed: layer 'd' \(Data\): key '00000001': 1 label, but the "
+                                        r"first record has 2"):
+        layer("mixed").forward()
