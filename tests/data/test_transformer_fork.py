@@ -32,15 +32,11 @@ TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
 MEAN = [104.0, 117.0, 123.0]
 
 
+WHERE = Where(file="net.prototxt", line=3, layer="data", type="ImageData")
+
+
 def make(phase=TRAIN, **fields) -> DataTransformer:
-    param = caffe_pb2.TransformationParameter()
-    for name, value in fields.items():
-        if isinstance(value, list):
-            getattr(param, name).extend(value)
-        else:
-            setattr(param, name, value)
-    return DataTransformer(param, phase, Where(file="net.prototxt", line=3, layer="data",
-                                               type="ImageData"))
+    return DataTransformer(caffe_pb2.TransformationParameter(**fields), phase, WHERE)
 
 
 def finish(img: np.ndarray, crop: int, h_off: int, w_off: int, mirror: bool, scale: float,
