@@ -296,16 +296,22 @@ class DataTransformer:
         return img
 
     @staticmethod
-    def photometric(img: np.ndarray, draw: Draw) -> np.ndarray:
+    def photometric(img: np.ndarray, draw: Draw, segmentation: bool = False) -> np.ndarray:
         """Apply the draw's colour shift, contrast/brightness and smoothing, in the fork's
-        order, to a uint8 ``(H, W, C)`` image (other dtypes pass unchanged)."""
+        order, to a uint8 ``(H, W, C)`` image (other dtypes pass unchanged).
+
+        ``segmentation``: the order of the fork's TransformImageSeg/TransformImageProb,
+        contrast/brightness before the colour shift and no smoothing.
+        """
         if img.dtype != np.uint8:
             return img
+        if draw.contrast is not None and segmentation:
+            img = photometric.contrast_brightness(img, draw.contrast, draw.brightness)
         if draw.color_shift is not None:
             img = photometric.color_shift(img, draw.color_shift, draw.color_subtract)
-        if draw.contrast is not None:
+        if draw.contrast is not None and not segmentation:
             img = photometric.contrast_brightness(img, draw.contrast, draw.brightness)
-        if draw.smooth is not None:
+        if draw.smooth is not None and not segmentation:
             img = photometric.smooth(img, draw.smooth, draw.smooth_size)
         return img
 

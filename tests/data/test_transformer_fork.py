@@ -62,8 +62,10 @@ def shifted(img: np.ndarray, bgr, subtract: bool) -> np.ndarray:
 
 
 def contrasted(img: np.ndarray, alpha: float, beta: int) -> np.ndarray:
-    values = img.astype(np.float32) * np.float32(alpha) + np.float32(beta)
-    return np.clip(np.rint(values), 0, 255).astype(np.uint8)  # rint: half to even, as cvRound
+    """convertTo's v*alpha + beta: one fused multiply-add on x86-64 (exact in float64, one
+    rounding to float32), then cvRound (half to even) and saturation."""
+    fused = (img.astype(np.float64) * float(np.float32(alpha)) + beta).astype(np.float32)
+    return np.clip(np.rint(fused), 0, 255).astype(np.uint8)
 
 
 def reflect101(img: np.ndarray, before: int, after: int) -> np.ndarray:
@@ -149,6 +151,28 @@ def test_contrast_brightness_is_convert_to(img, alpha, beta):
     np.testing.assert_array_equal(out, finish(contrasted(img, alpha, beta), 11, 1, 3, True, 1.0))
 
 
+def test_contrast_agrees_with_opencvs_own_convert_kernel(img):
+    """cv2.convertScaleAbs runs OpenCV's convert kernel with |.|: equal where v*alpha+beta >= 0
+    (and away from the near-ties where fused and unfused arithmetic round apart, so that this
+    holds on CPUs without FMA too)."""
+    t = make(TRAIN, contrast_brightness_adjustment=True)
+    rng = np.random.default_rng(5)
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (3, 1))[:, :, None]
+    for _ in range(300):
+        alpha, beta = float(np.float32(rng.uniform(0.8, 1.2))), int(rng.integers(-5, 6))
+        out = t.apply(ramp, Draw(contrast=alpha, brightness=beta))[0]
+        ref = cv2.convertScaleAbs(ramp[:, :, 0], alpha=alpha, beta=float(beta))
+        positive = np.arange(256) * alpha + beta >= 0
+        unfused = np.arange(256, dtype=np.float32) * np.float32(alpha) + np.float32(beta)
+        unfused = np.clip(np.rint(unfused), 0, 255)
+        clear = positive & (unfused == out[0])
+        assert clear.sum() >= positive.sum() - 2
+        np.testing.assert_array_equal(out[:, clear], ref[:, clear])
+        assert not out[:, ~positive].any()
+    near_tie = t.apply(np.full((1, 1, 1), 145, np.uint8), Draw(contrast=0.88620687, brightness=-1))
+    assert near_tie.item() == 127  # fused; a separate multiply and add would give 128
+
+
 def test_contrast_rounds_half_to_even_and_saturates():
     ramp = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)
     out = make(TRAIN, contrast_brightness_adjustment=True).apply(ramp, Draw(contrast=1.5, brightness=0))
@@ -191,6 +215,14 @@ def test_photometric_order_is_shift_contrast_smooth_on_the_whole_image(img):
     # smoothing the crop alone would differ at its border: the fork smooths before cropping
     crop_first = cv2.blur(contrasted(shifted(img, (20, 3, 11), True), 1.1, -4)[6:13, 0:7], (5, 5))
     assert not np.array_equal(t.apply(img, draw), finish(crop_first, 0, 0, 0, True, 0.017, MEAN))
+
+
+def test_segmentation_order_is_contrast_then_shift_without_smoothing(img):
+    """The fork's TransformImageSeg/Prob: brightness before colour, no smoothing step."""
+    draw = Draw(color_shift=(30, 0, 9), contrast=1.3, brightness=-2, smooth=0, smooth_size=5)
+    out = DataTransformer.photometric(img, draw, segmentation=True)
+    np.testing.assert_array_equal(out, shifted(contrasted(img, 1.3, -2), (30, 0, 9), False))
+    assert not np.array_equal(out, contrasted(shifted(img, (30, 0, 9), False), 1.3, -2))
 
 
 def test_photometric_steps_follow_the_resize(img):
