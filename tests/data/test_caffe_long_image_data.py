@@ -188,3 +188,34 @@ def test_multi_label_lmdb_and_bvlc_single_label(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"^mixed: layer 'd' \(Data\): key '00000001': 1 label, but the "
                                         r"first record has 2"):
         layer("mixed").forward()
+
+
+def test_fork_batch_of_mixed_sizes_cuts_larger_and_refuses_smaller(tmp_path, monkeypatch):
+    """Under a fork field (no crop): later larger images are cut top-left, smaller refused;
+    BVLC's transform_param refuses any other size, as before."""
+    import cv2
+
+    from caffelike.errors import DataError
+    from caffelike.layers.data import ImageData
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(1)
+    sizes = {"a.png": (6, 5), "b.png": (8, 7), "c.png": (5, 5)}
+    for name, (h, w) in sizes.items():
+        cv2.imwrite(name, rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    (tmp_path / "l.txt").write_text("a.png 0\nb.png 1\nc.png 2\n")
+
+    def layer(transform: str) -> ImageData:
+        lp = _image_data("l.txt")
+        text_format.Parse(transform, lp.transform_param)
+        return ImageData(lp, [], caffe.TEST)
+
+    data, _ = layer("min_side: 40").forward()
+    np.testing.assert_array_equal(data[1].numpy(), cv2.imread("b.png")[:6, :5].transpose(2, 0, 1))
+    (tmp_path / "l.txt").write_text("a.png 0\nc.png 2\n")
+    with pytest.raises(DataError, match=r"^l\.txt:2: layer 'data' \(ImageData\): image 'c\.png': image of "
+                                        r"5x5 is smaller than the batch's first image \(6x5\)"):
+        layer("min_side: 40").forward()
+    (tmp_path / "l.txt").write_text("a.png 0\nb.png 1\n")
+    with pytest.raises(DataError, match=r"b\.png'?: gives a 3x8x7 blob but the batch started with 3x6x5"):
+        layer("").forward()
