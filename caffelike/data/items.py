@@ -18,17 +18,22 @@ from ..io.where import source_where
 from ..proto import caffe_pb2
 from .images import datum_to_image, read_image
 from .paths import paths_are_strict, strict_path_error
-from .sources import HDF5Files, KeyValueDB, parse_datum
+from .sources import HDF5Files, KeyValueDB, datum_labels, parse_datum
 from .transformer import DataTransformer, TransformFailure
 from .windows import WindowFile, crop_window
 
 
 class ImageListItems:
-    """ImageData items: read ``root_folder + path`` (colour or grey, optional resize), transform."""
+    """ImageData items: read ``root_folder + path`` (colour or grey, optional resize), transform.
+
+    The label is a scalar (BVLC), or with ``label_size > 1`` the fork's ``(label_size, 1, 1)``.
+    """
 
     def __init__(self, entries: list[ListEntry], source: str, root: str, new_height: int,
-                 new_width: int, is_color: bool, transformer: DataTransformer, where: Where):
+                 new_width: int, is_color: bool, transformer: DataTransformer, where: Where,
+                 label_size: int = 1):
         self.entries = entries
+        self.label_size = label_size
         self.source = source
         self.root = root
         self.new_height, self.new_width, self.is_color = new_height, new_width, is_color
@@ -61,11 +66,22 @@ class ImageListItems:
     def fetch(self, index: int) -> int:
         return index
 
-    def load(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def fits_to_first(self) -> bool:
+        """See :attr:`DataTransformer.fits_to_first` (the prefetcher asks)."""
+        return self.transformer.fits_to_first
+
+    def load(self, index: int, rng: np.random.Generator,
+             fit: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         img = self.image(index)
         with self._failure_at(index):
-            data = self.transformer(img, rng)
-        return data, np.asarray(self.entries[index].label, dtype=np.float32)
+            data = self.transformer(img, rng, fit)
+        entry = self.entries[index]
+        if self.label_size > 1:  # the fork's (label_size, 1, 1) per image
+            label = np.asarray(entry.labels[:self.label_size], dtype=np.float32).reshape(-1, 1, 1)
+        else:
+            label = np.asarray(entry.label, dtype=np.float32)
+        return data, label
 
     def output_shape(self, index: int = 0) -> tuple[int, int, int]:
         """Caffe's InferBlobShape from item ``index``: a too-small image fails here, at set-up."""
@@ -83,13 +99,28 @@ class ImageListItems:
 
 
 class DatumItems:
-    """Data-layer items: Datum records of an LMDB/LevelDB, decoded and transformed."""
+    """Data-layer items: Datum records of an LMDB/LevelDB, decoded and transformed.
 
-    def __init__(self, db: KeyValueDB, transformer: DataTransformer, with_label: bool, where: Where):
+    ``label_count`` (the labels of the first record, as the book fork's Data layer reads
+    them): 1 gives BVLC's scalar label; K > 1 (the fork's repeated ``Datum.label``) a
+    ``(K,)`` label per item, every record holding K.
+    """
+
+    def __init__(self, db: KeyValueDB, transformer: DataTransformer, with_label: bool, where: Where,
+                 label_count: int = 1):
         self.db = db
         self.transformer = transformer
         self.with_label = with_label
         self.where = where
+        self.label_count = label_count
+
+    def labels(self, record: tuple[bytes, bytes]) -> list[int]:
+        """Every label of a record (the fork's repeated ``Datum.label``; see :func:`datum_labels`)."""
+        try:
+            return datum_labels(record[1])
+        except ValueError:
+            raise DataError(f"key '{record[0].decode(errors='replace')}': value is not a Datum "
+                            "record", source_where(self.where, self.db.path)) from None
 
     def __len__(self) -> int:
         return len(self.db)
@@ -119,7 +150,15 @@ class DatumItems:
             data = self.transformer(img, rng)
         if not self.with_label:
             return (data,)
-        return data, np.asarray(datum.label, dtype=np.float32)
+        if self.label_count <= 1:
+            return data, np.asarray(datum.label, dtype=np.float32)
+        labels = self.labels(record)
+        if len(labels) != self.label_count:
+            raise DataError(f"key '{record[0].decode(errors='replace')}': {len(labels)} label"
+                            f"{'' if len(labels) == 1 else 's'}, but "
+                            f"the first record has {self.label_count}; every record must carry "
+                            "the same number", source_where(self.where, self.db.path))
+        return data, np.asarray(labels, dtype=np.float32)
 
     def output_shape(self, record: tuple[bytes, bytes]) -> tuple[int, int, int]:
         """Caffe's InferBlobShape from ``record``: a too-small image fails here, at set-up."""

@@ -142,6 +142,10 @@ class BatchDataset(Dataset):
             arrays = self.loader.load(payload, item_rng(self.stream.seed, position))
             if per_top is None:
                 per_top = [[] for _ in arrays]
+            elif arrays[0].shape != per_top[0][0].shape and getattr(self.loader, "fits_to_first", False):
+                # the book fork's batches: cut to the first image's size (same draws again)
+                arrays = self.loader.load(payload, item_rng(self.stream.seed, position),
+                                          fit=per_top[0][0].shape[-2:])
             for top, array in zip(per_top, arrays):
                 if top and top[0].shape != array.shape:
                     what = self.describe(index) if self.describe else f"item {index}"

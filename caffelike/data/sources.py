@@ -29,6 +29,61 @@ def parse_datum(key: bytes, value: bytes, where: Where) -> caffe_pb2.Datum:
     return datum
 
 
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, pos
+
+
+def _int32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def datum_labels(value: bytes) -> list[int]:
+    """Every ``label`` (field 5) of a serialized Datum, in order.
+
+    BVLC's Datum has one ``optional int32 label``; the book fork's (Caffe_Long) makes it
+    ``repeated int32``, written unpacked, so a multi-label record is the same field several
+    times on the wire. caffelike keeps BVLC's schema (``datum.label`` stays an int, the last
+    one written, as protobuf keeps for a repeated optional field) and reads the fork's labels
+    here. Packed encodings are read too. A ValueError for bytes that are not a message.
+    """
+    labels: list[int] = []
+    pos, end = 0, len(value)
+    while pos < end:
+        key, pos = _varint(value, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            number, pos = _varint(value, pos)
+            if field == 5:
+                labels.append(_int32(number))
+        elif wire == 1:
+            pos += 8
+        elif wire == 2:
+            size, pos = _varint(value, pos)
+            if field == 5:
+                inner = pos
+                while inner < pos + size:
+                    number, inner = _varint(value, inner)
+                    labels.append(_int32(number))
+            pos += size
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ValueError(f"wire type {wire} of field {field}")
+    if pos != end:
+        raise ValueError("truncated field")
+    return labels
+
+
 def read_file_list(source: str, what: str, where: Where | None = None) -> list[tuple[str, int]]:
     """A list of file names, one per line (HDF5Data's ``source``): ``[(name, line), ...]``."""
     try:

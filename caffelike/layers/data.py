@@ -184,6 +184,11 @@ class ImageData(StreamingDataLayer):
     Caffe semantics: the list is split at the last space; ``root_folder`` is a string prefix;
     ``shuffle`` reshuffles every epoch; ``rand_skip`` skips ``[0, rand_skip)`` items once;
     a batch wraps across the end of the list. Golden: tests/golden/solvers/imagedata_png.
+
+    The book fork's (Caffe_Long) ``label_size`` > 1: list lines ``path l1 ... lK`` split on
+    whitespace, label top ``(N, label_size, 1, 1)``; label_size 1 keeps BVLC's list and its
+    ``(N,)`` top (the fork's is ``(N, 1, 1, 1)``, same values). Its transformer fields: see
+    :mod:`caffelike.data.transformer`. Goldens: tests/golden/caffe_long/data/ImageData__*.
     """
 
     param_field = "image_data_param"
@@ -195,13 +200,17 @@ class ImageData(StreamingDataLayer):
         transformer = DataTransformer(param.transform_param, phase, self.where)
         if (p.new_height == 0) != (p.new_width == 0):
             raise self.error("new_height and new_width must be set together")
+        label_size = int(p.label_size)
+        if label_size < 1:
+            raise self.error(f"image_data_param.label_size must be >= 1, got {label_size}")
         log.info("Opening file %s", p.source)
-        entries = read_image_list(p.source, self.where)
+        entries = read_image_list(p.source, self.where, labels=label_size if label_size > 1 else None)
         log.info("A total of %d images.", len(entries))
         self.items = ImageListItems(entries, p.source, p.root_folder, p.new_height,
-                                    p.new_width, p.is_color, transformer, self.where)
+                                    p.new_width, p.is_color, transformer, self.where, label_size)
         shape = self.items.output_shape(0)
-        self._shapes = [(p.batch_size, *shape), (p.batch_size,)]
+        label_shape = (p.batch_size, label_size, 1, 1) if label_size > 1 else (p.batch_size,)
+        self._shapes = [(p.batch_size, *shape), label_shape]
         log.info("output data size: %d,%d,%d,%d", *self._shapes[0])
 
 
@@ -211,6 +220,13 @@ class Data(StreamingDataLayer):
 
     Caffe semantics: records in key order, wrapping at the end; encoded images decode with
     their own channels unless ``force_color``/``force_gray``. Golden: tests/golden/data.
+
+    The book fork's (Caffe_Long) multi-label records (``Datum.label`` repeated, K labels read
+    from the first record): label top ``(N, K)``, row ``i`` the labels of item ``i``. The fork
+    shapes that top ``(N,) * K`` (a K-axis blob: (3, 3) for 2 labels, batch 3) and writes only
+    its first N*K values, in the same order; caffelike keeps the values, not that shape. One
+    label per record (every BVLC LMDB) keeps BVLC's ``(N,)``. Golden:
+    tests/golden/caffe_long/data/Data__lmdb_2labels_crop48.
     """
 
     param_field = "data_param"
@@ -232,9 +248,13 @@ class Data(StreamingDataLayer):
             if transformer.force_gray:
                 raise self.error("cannot set both force_encoded_color and force_gray")
             transformer.force_color = True
-        self.items = DatumItems(db, transformer, len(param.top) > 1, self.where)
-        shape = self.items.output_shape(db.get(0))
-        self._shapes = [(p.batch_size, *shape)] + ([(p.batch_size,)] if len(param.top) > 1 else [])
+        first = db.get(0)
+        labels = len(param.top) > 1
+        count = len(DatumItems(db, transformer, labels, self.where).labels(first)) if labels else 1
+        self.items = DatumItems(db, transformer, labels, self.where, max(1, count))
+        shape = self.items.output_shape(first)
+        label_shape = [(p.batch_size, count) if count > 1 else (p.batch_size,)] if labels else []
+        self._shapes = [(p.batch_size, *shape)] + label_shape
         log.info("output data size: %d,%d,%d,%d", *self._shapes[0])
 
 
