@@ -3,7 +3,8 @@
 * :class:`LabelMapItems` (ImageSegData, ImageProbData): ``image labelmap`` lines; the label
   map is read as a grey image with the same ``new_height``/``new_width`` (bilinear) resize
   and moved through the image's geometry (:mod:`.label_maps`).
-* :class:`RegressionItems` (ImageRegressionData): ``image f1 ... fK`` lines; K float targets.
+* :class:`RegressionItems` (ImageRegressionData): ``image f1 ... fK`` lines (read by
+  :func:`~caffelike.io.image_list.read_image_list` with ``labels=K, label_type=float``); K float targets.
 
 Both read the list with :func:`~caffelike.io.image_list.read_field_list` (whitespace-split,
 as the fork's ``iss >> field``); every error names the list file and line.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from typing import Iterator
 
 import numpy as np
@@ -27,7 +27,6 @@ from .paths import paths_are_strict, strict_path_error
 from .transformer import DataTransformer, TransformFailure
 
 # What C++'s ``iss >> float`` reads as a whole token (no inf/nan, no digit separators).
-_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _read_map(path: str, kind: str, new_height: int, new_width: int, is_color: bool,
@@ -134,29 +133,6 @@ class LabelMapItems:
         except TransformFailure as exc:
             raise DataError(f"image '{self.root + self.entries[index][0]}': {exc}",
                             self._where(index)) from None
-
-
-def parse_regression_lines(lines: list[FieldLine], source: str, label_size: int,
-                           where: Where) -> tuple[list[ListEntry], np.ndarray]:
-    """ImageRegressionData's ``image f1 ... fK`` lines: the image entries and a float32
-    ``(N, label_size)`` array. Like the fork, every line carries as many numbers as the first
-    (which must be at least ``label_size``); the first ``label_size`` are the targets."""
-    entries, rows = [], []
-    count = len(lines[0].fields) - 1
-    for line in lines:
-        at = source_where(where, source, line.line)
-        numbers = line.fields[1:]
-        for token in numbers:
-            if not _FLOAT.fullmatch(token):
-                raise DataError(f"target '{token}' is not a number (expected 'image' and "
-                                f"{label_size} float targets)", at)
-        if len(numbers) < label_size or len(numbers) != count:
-            first = f"; the first line has {count}" if line is not lines[0] else ""
-            raise DataError(f"expected 'image' and {label_size} float targets (label_size), got "
-                            f"{len(numbers)} targets{first}", at)
-        entries.append(ListEntry(line.fields[0], None, line.line))
-        rows.append([float(t) for t in numbers[:label_size]])
-    return entries, np.asarray(rows, dtype=np.float32).reshape(len(rows), label_size)
 
 
 class RegressionItems(ImageListItems):

@@ -11,10 +11,12 @@ split on whitespace, so paths cannot hold spaces. Golden: tests/golden/caffe_lon
 """
 from __future__ import annotations
 
-from ..data.fork_items import LabelMapItems, RegressionItems, parse_regression_lines
+import numpy as np
+
+from ..data.fork_items import LabelMapItems, RegressionItems
 from ..data.label_maps import PROB_SCALE, SegGeometry
 from ..data.transformer import DataTransformer
-from ..io.image_list import read_field_list
+from ..io.image_list import read_field_list, read_image_list
 from ..log import get_logger
 from ..proto import caffe_pb2
 from .base import TEST, TRAIN, register_layer
@@ -125,8 +127,8 @@ class ImageRegressionData(StreamingDataLayer):
         transformer = DataTransformer(param.transform_param, phase, self.where)
         _check_list_param(self, p)
         log.info("Opening file %s", p.source)
-        lines = read_field_list(p.source, self.where, f"image and {p.label_size} float targets")
-        entries, targets = parse_regression_lines(lines, p.source, int(p.label_size), self.where)
+        entries = read_image_list(p.source, self.where, labels=int(p.label_size), label_type=float)
+        targets = np.asarray([e.labels for e in entries], dtype=np.float32).reshape(len(entries), -1)
         log.info("A total of %d images.", len(entries))
         self.items = RegressionItems(entries, targets, p.source, p.root_folder, p.new_height,
                                      p.new_width, p.is_color, transformer, self.where)

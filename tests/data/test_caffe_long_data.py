@@ -286,9 +286,9 @@ def test_test_phase_resize_without_mirror_is_refused(pairs, monkeypatch):
 
 
 @pytest.mark.parametrize("line, fragment", [
-    ("im1.png 1.5 2", "expected 'image' and 3 float targets (label_size), got 2 targets"),
-    ("im1.png 1.5 2 x3", "target 'x3' is not a number"),
-    ("im1.png 1 2 3 4", "got 4 targets; the first line has 3"),
+    ("im1.png 1.5 2", "expected 'path' and 3 labels, got 2 labels"),
+    ("im1.png 1.5 2 x3", "label 'x3' is not a number"),
+    ("im1.png 1 2 3 4", "4 labels, but the first line has 3"),
 ])
 def test_regression_line_errors(pairs, monkeypatch, line, fragment):
     message = _error(pairs, monkeypatch, "ImageRegressionData", ["im0.png 0.5 -1 2e1", line],
