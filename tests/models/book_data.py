@@ -111,13 +111,14 @@ def write_list(layer: caffe_pb2.LayerParameter, folder: pathlib.Path, crops: lis
     target.write_text("\n".join(lines) + "\n")
 
 
-def prepare(net: str, folder: pathlib.Path, classes: int, images: int = 8,
+def prepare(net: str | pathlib.Path, folder: pathlib.Path, classes: int, images: int = 8,
             batch_size: int | None = None) -> pathlib.Path:
-    """Copy the corpus net ``net`` into ``folder`` with data for its list layers; the copy's path.
+    """Copy the net ``net`` (a corpus path, or a Path) into ``folder`` with data for its list
+    layers; the copy's path.
 
     ``batch_size`` (when given) lowers every ``batch_size`` of the copy; nothing else changes.
     """
-    source = CORPUS / net
+    source = net if isinstance(net, pathlib.Path) else CORPUS / net
     copy = folder / source.name
     folder.mkdir(parents=True, exist_ok=True)
     if batch_size is None:
