@@ -12,7 +12,7 @@ import pytest
 import caffelike as caffe
 
 from .book_data import CORPUS, prepare
-from .test_bcnn import _tiny_data
+from .test_bcnn import _tiny_data, tiny_solver
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BCNN = ROOT / "models" / "bcnn"
@@ -69,14 +69,7 @@ def test_small_compact_bcnn_trains(make_bcnn, tmp_path: pathlib.Path) -> None:
     net = make_bcnn.bcnn(str(listing), str(listing), root_folder=str(tmp_path) + "/", classes=2, crop=16,
                          blocks=((4,), (6,)), batch=8, test_batch=8, finetune_trunk=True,
                          bilinear_layer="CompactBilinear", compact_dim=64)
-    (tmp_path / "net.prototxt").write_text(str(net))
-    (tmp_path / "solver.prototxt").write_text(
-        f'net: "{tmp_path / "net.prototxt"}"\ntype: "Adam"\nbase_lr: 0.01\nmomentum: 0.9\nmomentum2: 0.999\n'
-        'lr_policy: "fixed"\nmax_iter: 30\ndisplay: 0\ntest_iter: 3\ntest_interval: 1000\n'
-        'test_initialization: false\nsnapshot: 0\nrandom_seed: 5\nsolver_mode: CPU\n'
-        f'snapshot_prefix: "{tmp_path / "snap"}"\n')
-    caffe.set_mode_cpu()
-    solver = caffe.get_solver(str(tmp_path / "solver.prototxt"))
+    solver = tiny_solver(tmp_path, net)
     train = solver.net
     assert [train.layer_dict[n].type for n in ("bilinear", "bilinear_sqrt", "bilinear_l2")] == \
         ["CompactBilinear", "SignedSqrt", "L2Normalize"]
