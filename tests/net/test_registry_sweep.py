@@ -97,6 +97,8 @@ CASES.update({
 
 # Types that read or write external data: exercised with real files below.
 SOURCE_TYPES = {"Data", "HDF5Data", "HDF5Output", "ImageData", "MemoryData", "Python", "WindowData"}
+# Caffe_Long's data layers: exercised with real files in tests/data/test_caffe_long_data.py.
+SOURCE_TYPES |= {"ImageSegData", "ImageProbData", "ImageRegressionData"}
 
 
 def test_layer_type_list_is_sorted_and_complete():
