@@ -8,7 +8,8 @@ of its data layers, so that the net runs unchanged from that folder (Caffe reads
 
 - ``ImageData``: ``image label`` lines, labels the mouth classes (0 neutral, 1 smile);
 - ``ImageSegData``: ``image labelmap`` lines; the label map is the mouth crop's grey level cut
-  into the net's classes at its quantiles, with a 2-pixel 255 (ignore) border;
+  into the net's classes at its quantiles, with a 2-pixel 255 (ignore) border (the label maps of
+  the face-segmentation example, ``models/face_seg/make_data.py``);
 - ``ImageProbData``: ``image probmap`` lines; the map is the inverted, blurred grey level
   (dark lips -> high probability), which the layer scales by 0.0039 as the fork does;
 - ``ImageRegressionData``: ``image v1 .. vK`` lines (``label_size`` floats), an "age" of
@@ -21,6 +22,7 @@ resizes them, else ``crop_size`` + 8 square (at least 64). Nothing here changes 
 """
 from __future__ import annotations
 
+import importlib.util
 import pathlib
 import re
 import shutil
@@ -36,7 +38,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 MOUTH = ROOT / "data" / "mouth"
 CORPUS = ROOT / "tests" / "data" / "corpus"
 LIST_LAYERS = ("ImageData", "ImageSegData", "ImageProbData", "ImageRegressionData")
-IGNORE = 255
 
 
 @dataclass(frozen=True)
@@ -69,13 +70,15 @@ def image_size(layer: caffe_pb2.LayerParameter) -> tuple[int, int]:
     return side, side
 
 
-def seg_map(image: np.ndarray, classes: int) -> np.ndarray:
-    """A label map from the crop's grey level: ``classes`` quantile bands, 255 on a 2-pixel border."""
-    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    edges = np.quantile(grey, np.linspace(0, 1, classes + 1)[1:-1])
-    label = (classes - 1 - np.digitize(grey, edges)).astype(np.uint8)  # darkest band = highest class
-    label[:2], label[-2:], label[:, :2], label[:, -2:] = IGNORE, IGNORE, IGNORE, IGNORE
-    return label
+def _face_seg_data():
+    """models/face_seg/make_data.py, whose label maps these are too."""
+    spec = importlib.util.spec_from_file_location("face_seg_make_data", ROOT / "models" / "face_seg" / "make_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+seg_map = _face_seg_data().label_map
 
 
 def prob_map(image: np.ndarray) -> np.ndarray:
