@@ -16,8 +16,8 @@ Training: a few solver steps on batches of the same few crops (batch size lowere
 the net changed), then the loss of one fixed batch, taken from the net's own data layer before
 training and fed again after, must have fallen.
 
-The nets using ImageSegData, ImageProbData and ImageRegressionData need those layers (issue 14,
-point 3); until caffelike registers them these tests fail with "unknown layer type".
+The nets using ImageSegData, ImageProbData and ImageRegressionData run on the fork's data layers
+(caffelike/layers/caffe_long_data.py); without them they fail with "unknown layer type", never skip.
 No net of these two folders is one that real Caffe_Long itself refuses to build (each is checked
 against the fork's sources: the Seg/Prob TEST layers without ``mirror`` draw no random number, the
 TEST min_side resizes have min_side_min >= crop_size, both margin layers have their two tops).

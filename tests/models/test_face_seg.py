@@ -2,8 +2,7 @@
 make_data.py -> ``caffelike train`` (ImageSegData with contrast/brightness augmentation) ->
 ``caffelike parse_log`` -> ``caffelike plot``, with fewer iterations and images.
 
-Needs the fork's ImageSegData layer (issue 14, point 3): until caffelike registers it, training
-stops at "unknown layer type 'ImageSegData'" and this test fails.
+Runs on the fork's ImageSegData layer (caffelike/layers/caffe_long_data.py).
 """
 from __future__ import annotations
 
