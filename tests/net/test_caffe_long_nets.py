@@ -14,7 +14,6 @@ them (``bilinear_l2``, ``fc8_cub``, the loss) at rtol 1e-3, atol 1e-5.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
@@ -84,7 +83,6 @@ def _recipe_weights(meta: dict) -> dict[str, list[np.ndarray]]:
     return weights
 
 
-@functools.lru_cache(maxsize=None)
 def _run(case: str):
     """Build the TEST net, load the case's weights, regenerate the inputs and run one forward."""
     folder = NETS / case
@@ -128,21 +126,36 @@ def _assert_blob(case: str, name: str, actual: np.ndarray, expected: np.ndarray)
 def _assert_summary(case: str, name: str, actual: np.ndarray, summary: dict) -> None:
     """blobs.json's statistics of a blob too large to ship in full, at the blob's tolerance."""
     assert list(actual.shape) == summary["shape"], f"{case}: {name} shape"
-    flat = actual.ravel().astype(np.float64)
+    flat = actual.ravel()  # float32, statistics accumulated in float64 (blobs of up to 205 MB)
     scale_ref = np.array([summary["min"], summary["max"]])
     rtol, atol = _tolerance(case, name, scale_ref)
     first = np.array(summary["first32"])
     np.testing.assert_allclose(flat[:len(first)], first, rtol=rtol, atol=atol, err_msg=f"{case}: {name} first32")
-    stats = {"mean": flat.mean(), "std": flat.std(), "min": flat.min(), "max": flat.max(),
-             "abs_mean": np.abs(flat).mean()}
+    stats = {"mean": flat.mean(dtype=np.float64), "std": flat.std(dtype=np.float64), "min": flat.min(),
+             "max": flat.max(), "abs_mean": np.abs(flat).mean(dtype=np.float64)}
     for stat, value in stats.items():
         assert abs(value - summary[stat]) <= atol + rtol * abs(summary[stat]), \
             f"{case}: {name} {stat} {value} vs {summary[stat]}"
 
 
+@pytest.fixture(scope="module")
+def runs():
+    """One forward per case for this module's tests, freed with the module (VGG16 at 448 x 448
+    holds about 1.5 GB of blobs)."""
+    done: dict[str, tuple] = {}
+
+    def run(case: str):
+        if case not in done:
+            done[case] = _run(case)
+        return done[case]
+
+    yield run
+    done.clear()
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_blob_and_param_shapes_match_caffe_long(case: str) -> None:
-    net, _, golden, _ = _run(case)
+def test_blob_and_param_shapes_match_caffe_long(case: str, runs) -> None:
+    net, _, golden, _ = runs(case)
     shapes = {k[len("shape/"):]: tuple(int(v) for v in golden[k]) for k in golden.files if k.startswith("shape/")}
     ours = {name: blob.data.shape for name, blob in net.blobs.items()}
     for name, shape in shapes.items():
@@ -162,17 +175,17 @@ def test_blob_and_param_shapes_match_caffe_long(case: str) -> None:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_outputs_match_caffe_long(case: str) -> None:
-    net, meta, golden, out = _run(case)
+def test_outputs_match_caffe_long(case: str, runs) -> None:
+    net, meta, golden, out = runs(case)
     assert sorted(out) == sorted(meta["outputs"])
     for name in meta["outputs"]:
         _assert_blob(case, name, out[name], golden[f"out/{name}"])
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_every_blob_matches_caffe_long(case: str) -> None:
+def test_every_blob_matches_caffe_long(case: str, runs) -> None:
     """Blobs shipped in full compare element by element; the others by blobs.json's statistics."""
-    net, _, golden, _ = _run(case)
+    net, _, golden, _ = runs(case)
     summaries = json.loads((NETS / case / "blobs.json").read_text())
     full = {k[len("blob/"):] for k in golden.files if k.startswith("blob/")}
     checked = 0
