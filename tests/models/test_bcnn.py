@@ -88,6 +88,20 @@ def _tiny_data(tmp_path: pathlib.Path, n: int = 24) -> pathlib.Path:
     return tmp_path / "list.txt"
 
 
+def tiny_solver(tmp_path: pathlib.Path, net):
+    """An Adam solver (30 steps, 3 test batches) over ``net``, written to ``tmp_path``."""
+    import caffelike as caffe
+
+    (tmp_path / "net.prototxt").write_text(str(net))
+    (tmp_path / "solver.prototxt").write_text(
+        f'net: "{tmp_path / "net.prototxt"}"\ntype: "Adam"\nbase_lr: 0.01\nmomentum: 0.9\nmomentum2: 0.999\n'
+        'lr_policy: "fixed"\nmax_iter: 30\ndisplay: 0\ntest_iter: 3\ntest_interval: 1000\n'
+        'test_initialization: false\nsnapshot: 0\nrandom_seed: 5\nsolver_mode: CPU\n'
+        f'snapshot_prefix: "{tmp_path / "snap"}"\n')
+    caffe.set_mode_cpu()
+    return caffe.get_solver(str(tmp_path / "solver.prototxt"))
+
+
 @pytest.mark.parametrize("layer", ["BilinearLayer", "BilinearPooling"])
 def test_small_bcnn_trains(layer: str, tmp_path: pathlib.Path) -> None:
     import caffelike as caffe
@@ -96,14 +110,7 @@ def test_small_bcnn_trains(layer: str, tmp_path: pathlib.Path) -> None:
     listing = _tiny_data(tmp_path)
     net = bcnn(str(listing), str(listing), root_folder=str(tmp_path) + "/", classes=2, crop=16,
                blocks=((4,), (6,)), batch=8, test_batch=8, finetune_trunk=True, bilinear_layer=layer)
-    (tmp_path / "net.prototxt").write_text(str(net))
-    (tmp_path / "solver.prototxt").write_text(
-        f'net: "{tmp_path / "net.prototxt"}"\ntype: "Adam"\nbase_lr: 0.01\nmomentum: 0.9\nmomentum2: 0.999\n'
-        'lr_policy: "fixed"\nmax_iter: 30\ndisplay: 0\ntest_iter: 3\ntest_interval: 1000\n'
-        'test_initialization: false\nsnapshot: 0\nrandom_seed: 5\nsolver_mode: CPU\n'
-        f'snapshot_prefix: "{tmp_path / "snap"}"\n')
-    caffe.set_mode_cpu()
-    solver = caffe.get_solver(str(tmp_path / "solver.prototxt"))
+    solver = tiny_solver(tmp_path, net)
     train = solver.net
     assert train.blobs["conv2_1"].data.shape == (8, 6, 8, 8)
     assert train.blobs["bilinear"].data.shape == (8, 36)
