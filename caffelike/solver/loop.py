@@ -163,9 +163,28 @@ class Solver:
             if self.world_size > 1:
                 module.set_shard(self.rank, self.world_size)
 
-    def add_callback(self, callback) -> None:
-        """Register an object with ``on_start()`` / ``on_gradients_ready()`` (Caffe's Callback)."""
-        self.callbacks.append(callback)
+    def add_callback(self, on_start, on_gradients_ready=None) -> None:
+        """pycaffe's ``add_callback(on_start, on_gradients_ready)``: two functions called before
+        each iteration and once its gradients are ready; or one object with ``on_start()`` and
+        ``on_gradients_ready()`` methods (Caffe's Callback, e.g. ``caffe.NCCL``)."""
+        if on_gradients_ready is None:
+            if not (callable(getattr(on_start, "on_start", None))
+                    and callable(getattr(on_start, "on_gradients_ready", None))):
+                raise SolverError("add_callback takes two functions (on_start, on_gradients_ready) "
+                                  "or one object with on_start() and on_gradients_ready() methods")
+            self.callbacks.append(on_start)
+        else:
+            self.callbacks.append(_FunctionCallback(on_start, on_gradients_ready))
+
+    def share_weights(self, net) -> None:
+        """pycaffe's ``solver.share_weights(net)``: ``net`` uses this solver's training weights."""
+        net.share_trained_layers_with(self.net)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the current iteration (Caffe's SGDSolver::GetLearningRate)."""
+        p = self.param
+        return float(get_policy(p.lr_policy)(p, self.iter, self.current_step)[0])
 
     # ------------------------------------------------------------------ the loop
     def _requested_action(self) -> str:
@@ -239,6 +258,7 @@ class Solver:
             self.iter += 1
             return False
         self.apply_update()
+        self.iter += 1
         return True
 
     def train_step(self, inputs: Mapping[str, torch.Tensor] | None = None, *, amp: str | None = None,
@@ -320,7 +340,10 @@ class Solver:
                 index += 1
 
     def apply_update(self) -> None:
-        """Caffe's SGDSolver::ApplyUpdate: rate, log, clip, normalise, regularise, update."""
+        """Caffe's SGDSolver::ApplyUpdate: rate, log, clip, normalise, regularise, update.
+
+        As in Caffe the iteration count is not advanced (Step does that after the update).
+        """
         p = self.param
         rate, step = get_policy(p.lr_policy)(p, self.iter, self.current_step)
         if p.lr_policy == "multistep" and step != self.current_step and self.root:
@@ -336,7 +359,6 @@ class Solver:
             self._debug.update_lines(self._params, diffs)
         if clipped is not None and self.root:
             log.info(messages.gradient_clipping(clipped[0], float(F32(p.clip_gradients)), clipped[1]))
-        self.iter += 1
 
     def _diffs(self) -> list[torch.Tensor]:
         """The accumulated gradient of each learnable blob; zeros where Caffe computes none."""
@@ -500,3 +522,11 @@ def get_solver(param: caffe_pb2.SolverParameter | str | os.PathLike, **kwargs) -
     if isinstance(param, (str, os.PathLike)):
         param = read_solver_file(os.fspath(param))
     return Solver(param, **kwargs)
+
+
+class _FunctionCallback:
+    """pycaffe's two-function solver callback as a Callback object."""
+
+    def __init__(self, on_start, on_gradients_ready) -> None:
+        self.on_start = on_start
+        self.on_gradients_ready = on_gradients_ready
