@@ -45,7 +45,8 @@ def read_solver_file(path: str) -> caffe_pb2.SolverParameter:
 class Solver:
     """A Caffe solver (pycaffe's ``caffe.SGDSolver`` & co.): nets, loop, snapshots.
 
-    ``Solver(param_or_file, device=None, rank=0, world_size=1, action=None)``; the update
+    ``Solver(param_or_file, device=None, rank=None, world_size=None, action=None)`` (rank and
+    world size default to ``caffelike.solver_rank()``/``solver_count()``: 0 and 1); the update
     rule is ``param.type`` (subclasses fix it). ``action`` is polled like Caffe's signal
     handler and returns ``"stop"``, ``"snapshot"`` or ``"none"``. Beyond Caffe: ``nan_guard``
     (stop on a non-finite loss naming the layer), ``amp`` ("bf16"/"fp16"), ``compile``
@@ -57,7 +58,8 @@ class Solver:
     solver_type: str | None = None
 
     def __init__(self, param: caffe_pb2.SolverParameter | str | os.PathLike, *,
-                 device: torch.device | str | None = None, rank: int = 0, world_size: int = 1,
+                 device: torch.device | str | None = None, rank: int | None = None,
+                 world_size: int | None = None,
                  action: ActionFn | None = None, solver_file: str | None = None,
                  nan_guard: bool = True, amp: str | None = None, compile: bool = False,
                  fuse: bool = True, channels_last: bool | None = None):
@@ -74,8 +76,12 @@ class Solver:
         if self.solver_type is not None:
             param.type = self.solver_type
         self.param = param
-        self.rank, self.world_size = rank, world_size
-        self.root = rank == 0
+        from ..mode import solver_count, solver_rank
+
+        # pycaffe's multi-process scripts set them with caffe.set_solver_rank/count (then caffe.NCCL)
+        self.rank = solver_rank() if rank is None else rank
+        self.world_size = solver_count() if world_size is None else world_size
+        self.root = self.rank == 0
         if device is None:
             from ..mode import default_device
             device = default_device()
@@ -100,7 +106,7 @@ class Solver:
         self._check_snapshot_prefix()
         if param.random_seed >= 0:
             from ..mode import set_random_seed
-            set_random_seed(param.random_seed + rank)
+            set_random_seed(param.random_seed + self.rank)
         files: dict = {}  # each net file is read once, also when train and test nets share it
         self.net = build_net(train_net_source(param, solver_file, files), self.device)
         self._load_weights(self.net)

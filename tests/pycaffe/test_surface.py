@@ -171,6 +171,18 @@ def solver(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch):
     return caffe.SGDSolver(str(tmp_path / "solver.prototxt"))
 
 
+def test_solver_takes_rank_and_count_from_the_settings(solver, tmp_path: pathlib.Path) -> None:
+    assert (solver.rank, solver.world_size, solver.root) == (0, 1, True)
+    try:  # as Caffe::solver_rank/solver_count: rank 1 of 2 is not the root
+        caffe.set_solver_count(2)
+        caffe.set_solver_rank(1)
+        other = caffe.SGDSolver(str(tmp_path / "solver.prototxt"))
+    finally:
+        caffe.set_solver_count(1)
+        caffe.set_solver_rank(0)
+    assert (other.rank, other.world_size, other.root) == (1, 2, False)
+
+
 def test_solver_properties(solver) -> None:
     assert (solver.iter, solver.param.max_iter, solver.param.display, solver.test_nets) == (0, 7, 3, [])
     assert isinstance(solver.net, caffe.Net)
