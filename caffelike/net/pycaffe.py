@@ -194,7 +194,7 @@ class Net(nn.Module):
         """
         if self._runner is not None:
             return self._runner(inputs)
-        return self.graph.run_range(0, len(self.graph) - 1, dict(inputs or {}))
+        return self._run_with_callbacks(0, len(self.graph) - 1, dict(inputs or {}))
 
     def eager_run(self, inputs: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """:meth:`run` layer by layer, whatever runner is set."""
@@ -315,7 +315,7 @@ class Net(nn.Module):
                 if array.shape[:1] != self._blobs[name].shape[:1]:
                     raise NetError(f"diff '{name}' is not batch sized")
                 self._blobs[name].diff[...] = array
-        self._backward_with_callbacks(start, end, self._pycaffe_backward)
+        self.backward_with_callbacks(self._pycaffe_backward, start, end)
         return {name: self._blobs[name].diff for name in wanted}
 
     def _pycaffe_backward(self) -> None:
@@ -461,7 +461,9 @@ class Net(nn.Module):
     _CALLBACK_KINDS = ("before_forward", "after_forward", "before_backward", "after_backward")
 
     def _callbacks(self, kind: str) -> list[Callable[[int], Any]]:
-        table = self.__dict__.setdefault("_pycaffe_callbacks", {k: [] for k in self._CALLBACK_KINDS})
+        table = self.__dict__.get("_pycaffe_callbacks")
+        if table is None:
+            table = self.__dict__["_pycaffe_callbacks"] = {k: [] for k in self._CALLBACK_KINDS}
         return table[kind]
 
     def before_forward(self, run: Callable[[int], Any]) -> None:
@@ -480,12 +482,13 @@ class Net(nn.Module):
         """Call ``run(i)`` after layer ``i``'s backward (``caffe.NCCL`` objects are accepted)."""
         self._callbacks("after_backward").append(run)
 
-    def _run_with_callbacks(self, start: int, end: int, **kwargs: Any) -> dict[str, torch.Tensor]:
-        """``graph.run_range(start, end)``, one layer at a time when forward callbacks are set."""
+    def _run_with_callbacks(self, start: int, end: int, values: dict[str, torch.Tensor] | None = None,
+                            **kwargs: Any) -> dict[str, torch.Tensor]:
+        """``graph.run_range(start, end, values)``, one layer at a time when forward callbacks are set."""
         before, after = self._callbacks("before_forward"), self._callbacks("after_forward")
+        values = {} if values is None else values
         if not before and not after:
-            return self.graph.run_range(start, end, {}, **kwargs)
-        values: dict[str, torch.Tensor] = {}
+            return self.graph.run_range(start, end, values, **kwargs)
         for i in range(start, end + 1):
             for run in before:
                 run(i)
@@ -494,13 +497,15 @@ class Net(nn.Module):
                 run(i)
         return values
 
-    def _backward_with_callbacks(self, start: str | None, end: str | None, backward: Callable[[], None]) -> None:
-        """Run ``backward`` with the backward callbacks of layers ``start`` down to ``end``.
-
-        The backward pass here is one autograd call, so every ``before_backward(i)`` runs
-        before it and every ``after_backward(i)`` after it, each in Caffe's (reverse) order.
-        """
+    def backward_with_callbacks(self, backward: Callable[[], None], start: str | None = None,
+                                end: str | None = None) -> None:
+        """Run ``backward()`` (one autograd pass) with the backward callbacks of layers ``start``
+        down to ``end``: every ``before_backward(i)`` before it and every ``after_backward(i)``
+        after it, each in Caffe's (reverse) order. The solver's backward runs through here too."""
         before, after = self._callbacks("before_backward"), self._callbacks("after_backward")
+        if not before and not after:
+            backward()
+            return
         first = self.plan.layer_index(start) if start is not None else len(self.plan.layers) - 1
         last = self.plan.layer_index(end) if end is not None else 0
         for i in range(first, last - 1, -1):

@@ -247,8 +247,8 @@ class Solver:
             blobs = self.net.run(inputs)
             objective = self.net.objective(blobs)
         objective = objective.float()
-        if objective.requires_grad:
-            scaler.scaled(objective).backward()
+        if objective.requires_grad:  # with the net's backward callbacks, as Caffe's Net::Backward
+            self.net.backward_with_callbacks(scaler.scaled(objective).backward)
         for name in self.net.output_names:  # pycaffe scripts read solver.net.blobs['loss'].data
             self.net.blobs[name].store("data", blobs[name])
         if self._debug is not None:

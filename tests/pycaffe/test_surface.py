@@ -209,6 +209,15 @@ def test_solver_callbacks_and_apply_update(solver) -> None:
     assert solver.iter == 2 and not np.array_equal(before, net.params["ip"][0].data)
 
 
+def test_net_callbacks_fire_during_solver_steps(solver) -> None:
+    calls: list[tuple[str, int]] = []
+    solver.net.after_forward(lambda i: calls.append(("forward", i)))
+    solver.net.after_backward(lambda i: calls.append(("backward", i)))
+    solver.step(1)  # Caffe's Step runs Net::ForwardBackward: every layer, forward then backward
+    assert calls == [("forward", 0), ("forward", 1), ("forward", 2),
+                     ("backward", 2), ("backward", 1), ("backward", 0)]
+
+
 def test_share_weights(solver, tmp_path: pathlib.Path) -> None:
     other = caffe.Net(str(tmp_path / "train.prototxt"), caffe.TEST)
     solver.share_weights(other)
