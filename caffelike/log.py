@@ -124,3 +124,32 @@ def setup_logging(log_dir: str | None = None, program: str = "caffelike",
     except OSError:
         pass
     return path
+
+
+# -- pycaffe's caffe.init_log / caffe.log ------------------------------------------------------
+def init_log(level: int | None = None, stderr: bool | None = None) -> None:
+    """pycaffe's ``caffe.init_log([level[, stderr]])``: start glog-format logging to stderr.
+
+    ``level`` is glog's minimum level (0 INFO, 1 WARNING, 2 ERROR, 3 FATAL); ``stderr=False``
+    also writes a log file to ``$GLOG_log_dir`` when that is set.
+    """
+    log_dir = None if stderr is None or stderr else os.environ.get("GLOG_log_dir")
+    setup_logging(log_dir=log_dir)
+    if level is not None:
+        get_logger().setLevel(_GLOG_LEVELS.get(int(level), logging.CRITICAL))
+
+
+def log(message: str) -> None:
+    """pycaffe's ``caffe.log(s)``: one INFO line."""
+    get_logger().info("%s", message, stacklevel=2)
+
+
+class _CallableLogModule(type(sys)):
+    """This module, callable: ``caffelike.log("text")`` is pycaffe's ``caffe.log("text")``
+    (the package attribute ``log`` is this module once it is imported)."""
+
+    def __call__(self, message: str) -> None:
+        get_logger().info("%s", message, stacklevel=2)
+
+
+sys.modules[__name__].__class__ = _CallableLogModule

@@ -52,3 +52,37 @@ def set_random_seed(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
     random.seed(seed)
+
+
+# -- pycaffe's multi-process settings (Caffe::solver_count, solver_rank, multiprocess) ------------
+_parallel = {"solver_count": 1, "solver_rank": 0, "multiprocess": False}
+
+
+def solver_count() -> int:
+    """How many solvers train together (1 unless :func:`set_solver_count` was called)."""
+    return _parallel["solver_count"]
+
+
+def set_solver_count(count: int) -> None:
+    """Set the number of solvers training together (pycaffe's multi-GPU scripts, with NCCL)."""
+    _parallel["solver_count"] = int(count)
+
+
+def solver_rank() -> int:
+    """This process's solver rank (0 unless :func:`set_solver_rank` was called)."""
+    return _parallel["solver_rank"]
+
+
+def set_solver_rank(rank: int) -> None:
+    """Set this process's solver rank; rank 0 is the root (tests, display, snapshots)."""
+    _parallel["solver_rank"] = int(rank)
+
+
+def multiprocess() -> bool:
+    """Whether :func:`set_multiprocess` declared one process per solver."""
+    return _parallel["multiprocess"]
+
+
+def set_multiprocess(value: bool) -> None:
+    """Declare that each solver runs in its own process (as pycaffe's train.py does)."""
+    _parallel["multiprocess"] = bool(value)

@@ -194,7 +194,7 @@ class Net(nn.Module):
         """
         if self._runner is not None:
             return self._runner(inputs)
-        return self.graph.run_range(0, len(self.graph) - 1, dict(inputs or {}))
+        return self._run_with_callbacks(0, len(self.graph) - 1, dict(inputs or {}))
 
     def eager_run(self, inputs: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """:meth:`run` layer by layer, whatever runner is set."""
@@ -286,8 +286,8 @@ class Net(nn.Module):
         self._first, self._last = {}, {}
         grad = self.graph.records_graph
         with torch.set_grad_enabled(grad):
-            values = self.graph.run_range(start, end, {}, first=self._first,
-                                          fresh_inputs=grad and self.plan.force_backward)
+            values = self._run_with_callbacks(start, end, first=self._first,
+                                              fresh_inputs=grad and self.plan.force_backward)
         for name, t in values.items():
             self._blobs[name].store("data", t)
         self._last = values if grad else {}
@@ -315,7 +315,7 @@ class Net(nn.Module):
                 if array.shape[:1] != self._blobs[name].shape[:1]:
                     raise NetError(f"diff '{name}' is not batch sized")
                 self._blobs[name].diff[...] = array
-        self._pycaffe_backward()
+        self.backward_with_callbacks(self._pycaffe_backward, start, end)
         return {name: self._blobs[name].diff for name in wanted}
 
     def _pycaffe_backward(self) -> None:
@@ -456,6 +456,78 @@ class Net(nn.Module):
     def share_with(self, other: "Net") -> None:
         """pycaffe's name for :meth:`share_trained_layers_with`."""
         self.share_trained_layers_with(other)
+
+    # -- pycaffe's callbacks and raw MemoryData feed (_caffe.cpp) -------------------------------
+    _CALLBACK_KINDS = ("before_forward", "after_forward", "before_backward", "after_backward")
+
+    def _callbacks(self, kind: str) -> list[Callable[[int], Any]]:
+        table = self.__dict__.get("_pycaffe_callbacks")
+        if table is None:
+            table = self.__dict__["_pycaffe_callbacks"] = {k: [] for k in self._CALLBACK_KINDS}
+        return table[kind]
+
+    def before_forward(self, run: Callable[[int], Any]) -> None:
+        """Call ``run(i)`` before layer ``i`` runs forward (Caffe's Net::add_before_forward)."""
+        self._callbacks("before_forward").append(run)
+
+    def after_forward(self, run: Callable[[int], Any]) -> None:
+        """Call ``run(i)`` after layer ``i`` ran forward."""
+        self._callbacks("after_forward").append(run)
+
+    def before_backward(self, run: Callable[[int], Any]) -> None:
+        """Call ``run(i)`` before layer ``i``'s backward (for every layer of the range, as Caffe)."""
+        self._callbacks("before_backward").append(run)
+
+    def after_backward(self, run: Callable[[int], Any]) -> None:
+        """Call ``run(i)`` after layer ``i``'s backward (``caffe.NCCL`` objects are accepted)."""
+        self._callbacks("after_backward").append(run)
+
+    def _run_with_callbacks(self, start: int, end: int, values: dict[str, torch.Tensor] | None = None,
+                            **kwargs: Any) -> dict[str, torch.Tensor]:
+        """``graph.run_range(start, end, values)``, one layer at a time when forward callbacks are set."""
+        before, after = self._callbacks("before_forward"), self._callbacks("after_forward")
+        values = {} if values is None else values
+        if not before and not after:
+            return self.graph.run_range(start, end, values, **kwargs)
+        for i in range(start, end + 1):
+            for run in before:
+                run(i)
+            self.graph.run_range(i, i, values, **kwargs)
+            for run in after:
+                run(i)
+        return values
+
+    def backward_with_callbacks(self, backward: Callable[[], None], start: str | None = None,
+                                end: str | None = None) -> None:
+        """Run ``backward()`` (one autograd pass) with the backward callbacks of layers ``start``
+        down to ``end``: every ``before_backward(i)`` before it and every ``after_backward(i)``
+        after it, each in Caffe's (reverse) order. The solver's backward runs through here too."""
+        before, after = self._callbacks("before_backward"), self._callbacks("after_backward")
+        if not before and not after:
+            backward()
+            return
+        first = self.plan.layer_index(start) if start is not None else len(self.plan.layers) - 1
+        last = self.plan.layer_index(end) if end is not None else 0
+        for i in range(first, last - 1, -1):
+            for run in before:
+                run(i)
+        backward()
+        for i in range(first, last - 1, -1):
+            for run in after:
+                run(i)
+
+    def _set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
+        """pycaffe's raw MemoryData feed: C-contiguous float32 ``data (N, C, H, W)`` and
+        ``labels (N, 1, 1, 1)`` (:meth:`set_input_arrays` also takes ``labels (N,)``)."""
+        for what, array in (("data", data), ("labels", labels)):
+            if not isinstance(array, np.ndarray) or array.dtype != np.float32 or array.ndim != 4 \
+                    or not array.flags.c_contiguous:
+                raise NetError(f"_set_input_arrays: the {what} array must be a 4-d C-contiguous float32 "
+                               f"numpy array, got {type(array).__name__} "
+                               f"{getattr(array, 'dtype', '')} {getattr(array, 'shape', '')}")
+        if labels.shape[1:] != (1, 1, 1):
+            raise NetError(f"_set_input_arrays: labels array has shape {labels.shape}; expected (N, 1, 1, 1)")
+        self.set_input_arrays(data, labels)
 
     def __repr__(self) -> str:
         return f"<caffelike.Net '{self.name}' phase={'TRAIN' if self.phase == TRAIN else 'TEST'} " \

@@ -74,35 +74,45 @@ def shutdown(wait: bool = True) -> None:
             dist.destroy_process_group()
 
 
+def broadcast_params(net) -> None:
+    """Every learnable blob of ``net`` takes rank 0's values."""
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for info in net.learnable_params:
+            dist.broadcast(info.tensor.data, src=0)
+
+
+def average_gradients(net, world: int) -> None:
+    """Sum the learnable blobs' gradients over the ranks and scale by ``1/world`` (Caffe's NCCL)."""
+    import torch.distributed as dist
+
+    grads = [i.tensor.grad for i in net.learnable_params if i.tensor.grad is not None and i.lr_mult != 0]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat.mul_(1.0 / world)
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset:offset + n].view_as(g))
+        offset += n
+
+
 class GradientAverager:
     """Solver callback: broadcast params at start-up, then average gradients every iteration."""
 
     def __init__(self, solver) -> None:
-        import torch.distributed as dist
-
-        self.dist = dist
         self.solver = solver
         self.world = solver.world_size
-        with torch.no_grad():
-            for info in solver.net.learnable_params:
-                dist.broadcast(info.tensor.data, src=0)
+        broadcast_params(solver.net)
 
     def on_start(self) -> None:
         pass
 
     def on_gradients_ready(self) -> None:
-        grads = [i.tensor.grad for i in self.solver.net.learnable_params
-                 if i.tensor.grad is not None and i.lr_mult != 0]
-        if not grads:
-            return
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        self.dist.all_reduce(flat)
-        flat.mul_(1.0 / self.world)
-        offset = 0
-        for g in grads:
-            n = g.numel()
-            g.copy_(flat[offset:offset + n].view_as(g))
-            offset += n
+        average_gradients(self.solver.net, self.world)
 
 
 def broadcast_flag(value: bool, device: torch.device) -> bool:

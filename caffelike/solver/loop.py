@@ -45,7 +45,8 @@ def read_solver_file(path: str) -> caffe_pb2.SolverParameter:
 class Solver:
     """A Caffe solver (pycaffe's ``caffe.SGDSolver`` & co.): nets, loop, snapshots.
 
-    ``Solver(param_or_file, device=None, rank=0, world_size=1, action=None)``; the update
+    ``Solver(param_or_file, device=None, rank=None, world_size=None, action=None)`` (rank and
+    world size default to ``caffelike.solver_rank()``/``solver_count()``: 0 and 1); the update
     rule is ``param.type`` (subclasses fix it). ``action`` is polled like Caffe's signal
     handler and returns ``"stop"``, ``"snapshot"`` or ``"none"``. Beyond Caffe: ``nan_guard``
     (stop on a non-finite loss naming the layer), ``amp`` ("bf16"/"fp16"), ``compile``
@@ -57,7 +58,8 @@ class Solver:
     solver_type: str | None = None
 
     def __init__(self, param: caffe_pb2.SolverParameter | str | os.PathLike, *,
-                 device: torch.device | str | None = None, rank: int = 0, world_size: int = 1,
+                 device: torch.device | str | None = None, rank: int | None = None,
+                 world_size: int | None = None,
                  action: ActionFn | None = None, solver_file: str | None = None,
                  nan_guard: bool = True, amp: str | None = None, compile: bool = False,
                  fuse: bool = True, channels_last: bool | None = None):
@@ -74,8 +76,12 @@ class Solver:
         if self.solver_type is not None:
             param.type = self.solver_type
         self.param = param
-        self.rank, self.world_size = rank, world_size
-        self.root = rank == 0
+        from ..mode import solver_count, solver_rank
+
+        # pycaffe's multi-process scripts set them with caffe.set_solver_rank/count (then caffe.NCCL)
+        self.rank = solver_rank() if rank is None else rank
+        self.world_size = solver_count() if world_size is None else world_size
+        self.root = self.rank == 0
         if device is None:
             from ..mode import default_device
             device = default_device()
@@ -100,7 +106,7 @@ class Solver:
         self._check_snapshot_prefix()
         if param.random_seed >= 0:
             from ..mode import set_random_seed
-            set_random_seed(param.random_seed + rank)
+            set_random_seed(param.random_seed + self.rank)
         files: dict = {}  # each net file is read once, also when train and test nets share it
         self.net = build_net(train_net_source(param, solver_file, files), self.device)
         self._load_weights(self.net)
@@ -163,9 +169,28 @@ class Solver:
             if self.world_size > 1:
                 module.set_shard(self.rank, self.world_size)
 
-    def add_callback(self, callback) -> None:
-        """Register an object with ``on_start()`` / ``on_gradients_ready()`` (Caffe's Callback)."""
-        self.callbacks.append(callback)
+    def add_callback(self, on_start, on_gradients_ready=None) -> None:
+        """pycaffe's ``add_callback(on_start, on_gradients_ready)``: two functions called before
+        each iteration and once its gradients are ready; or one object with ``on_start()`` and
+        ``on_gradients_ready()`` methods (Caffe's Callback, e.g. ``caffe.NCCL``)."""
+        if on_gradients_ready is None:
+            if not (callable(getattr(on_start, "on_start", None))
+                    and callable(getattr(on_start, "on_gradients_ready", None))):
+                raise SolverError("add_callback takes two functions (on_start, on_gradients_ready) "
+                                  "or one object with on_start() and on_gradients_ready() methods")
+            self.callbacks.append(on_start)
+        else:
+            self.callbacks.append(_FunctionCallback(on_start, on_gradients_ready))
+
+    def share_weights(self, net) -> None:
+        """pycaffe's ``solver.share_weights(net)``: ``net`` uses this solver's training weights."""
+        net.share_trained_layers_with(self.net)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the current iteration (Caffe's SGDSolver::GetLearningRate)."""
+        p = self.param
+        return float(get_policy(p.lr_policy)(p, self.iter, self.current_step)[0])
 
     # ------------------------------------------------------------------ the loop
     def _requested_action(self) -> str:
@@ -222,8 +247,8 @@ class Solver:
             blobs = self.net.run(inputs)
             objective = self.net.objective(blobs)
         objective = objective.float()
-        if objective.requires_grad:
-            scaler.scaled(objective).backward()
+        if objective.requires_grad:  # with the net's backward callbacks, as Caffe's Net::Backward
+            self.net.backward_with_callbacks(scaler.scaled(objective).backward)
         for name in self.net.output_names:  # pycaffe scripts read solver.net.blobs['loss'].data
             self.net.blobs[name].store("data", blobs[name])
         if self._debug is not None:
@@ -239,6 +264,7 @@ class Solver:
             self.iter += 1
             return False
         self.apply_update()
+        self.iter += 1
         return True
 
     def train_step(self, inputs: Mapping[str, torch.Tensor] | None = None, *, amp: str | None = None,
@@ -320,7 +346,10 @@ class Solver:
                 index += 1
 
     def apply_update(self) -> None:
-        """Caffe's SGDSolver::ApplyUpdate: rate, log, clip, normalise, regularise, update."""
+        """Caffe's SGDSolver::ApplyUpdate: rate, log, clip, normalise, regularise, update.
+
+        As in Caffe the iteration count is not advanced (Step does that after the update).
+        """
         p = self.param
         rate, step = get_policy(p.lr_policy)(p, self.iter, self.current_step)
         if p.lr_policy == "multistep" and step != self.current_step and self.root:
@@ -336,7 +365,6 @@ class Solver:
             self._debug.update_lines(self._params, diffs)
         if clipped is not None and self.root:
             log.info(messages.gradient_clipping(clipped[0], float(F32(p.clip_gradients)), clipped[1]))
-        self.iter += 1
 
     def _diffs(self) -> list[torch.Tensor]:
         """The accumulated gradient of each learnable blob; zeros where Caffe computes none."""
@@ -500,3 +528,11 @@ def get_solver(param: caffe_pb2.SolverParameter | str | os.PathLike, **kwargs) -
     if isinstance(param, (str, os.PathLike)):
         param = read_solver_file(os.fspath(param))
     return Solver(param, **kwargs)
+
+
+class _FunctionCallback:
+    """pycaffe's two-function solver callback as a Callback object."""
+
+    def __init__(self, on_start, on_gradients_ready) -> None:
+        self.on_start = on_start
+        self.on_gradients_ready = on_gradients_ready

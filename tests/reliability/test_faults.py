@@ -226,7 +226,7 @@ def _signal_after(monkeypatch, signum: int, at_iter: int):
 
     def apply_update(self):
         real(self)
-        if self.iter == at_iter:
+        if self.iter + 1 == at_iter:  # apply_update leaves the count to Step, as Caffe's
             os.kill(os.getpid(), signum)
 
     monkeypatch.setattr(Solver, "apply_update", apply_update)

@@ -81,10 +81,13 @@ def test_draw_net_dot_always(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "net.dot"
     assert cli_main(["draw_net", str(TRAIN), str(out), "--phase", "TEST", "--rankdir", "TB"]) == 0
     text = out.read_text()
-    assert text.startswith('digraph "simpleconv3"') and "rankdir=TB" in text
-    for needle in ("conv1/bn", "BatchNorm", "12 out, kernel 3, stride 2, pad 1", "SoftmaxWithLoss", "-> "):
+    assert text.startswith("digraph simpleconv3 {") and "rankdir=TB" in text
+    # Caffe's draw.py labels (one line for TB): name, (Type), kernel size/stride/pad; num_output on the edge
+    conv1 = '"conv1 (Convolution) kernel size: 3 stride: 2 pad: 1"'
+    for needle in ('"conv1/bn (BatchNorm)"', f"{conv1} -> conv1 [label=12];", '"loss (SoftmaxWithLoss)"'):
         assert needle in text
-    assert text.count("ImageData") == 1  # TEST phase: the TRAIN data layer is left out
+    # TEST phase: the TRAIN data layer (same name, so the same node, as in Caffe) adds no edge
+    assert text.count('"data (ImageData)" -> data [') == 1
 
 
 def test_draw_net_png_or_clear_message(tmp_path: pathlib.Path, capsys) -> None:

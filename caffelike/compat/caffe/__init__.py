@@ -19,21 +19,25 @@ _SUBMODULES = {
     "net_spec": "caffelike.net_spec",
     "proto.caffe_pb2": "caffelike.proto.caffe_pb2",
     "classifier": "caffelike.classifier",
+    "detector": "caffelike.detector",
+    "draw": "caffelike.draw",
+    "coord_map": "caffelike.coord_map",
 }
+_ON_USE = {"classifier", "detector"}  # imported on first use: they need the Net
 
 
 def _register_submodules(prefix: str) -> None:
     """Let ``import caffe.io`` / ``import caffe.proto.caffe_pb2`` find caffelike's modules."""
     sys.modules.setdefault(f"{prefix}.proto", importlib.import_module(f"{__name__}.proto"))
     for name, target in _SUBMODULES.items():
-        if name == "classifier":
-            continue  # imported on first use: it needs the Net
+        if name in _ON_USE:
+            continue
         sys.modules.setdefault(f"{prefix}.{name}", importlib.import_module(target))
 
 
 def __getattr__(name: str) -> Any:
-    if name == "classifier":
-        return importlib.import_module("caffelike.classifier")
+    if name in _ON_USE:
+        return importlib.import_module(_SUBMODULES[name])
     return getattr(_caffelike, name)
 
 
