@@ -125,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
 
-    import caffelike.log
+    import caffelike.glog
 
-    caffelike.log.get_logger().setLevel("WARNING")
+    caffelike.glog.get_logger().setLevel("WARNING")
     os.chdir(MOUTH)
     device = torch.device(args.device)
     batches = 10 if args.quick else 40

@@ -161,10 +161,10 @@ def main() -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.stderr.write("no CUDA device\n")
         return 2
-    import caffelike.log
+    import caffelike.glog
     from caffelike import accel
 
-    caffelike.log.get_logger().setLevel("WARNING")
+    caffelike.glog.get_logger().setLevel("WARNING")
     accel.configure_backends(cudnn_benchmark=True, allow_tf32=False)
     device = torch.device(args.device)
     split = lambda v: v.split(",") if v else None  # noqa: E731

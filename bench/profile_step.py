@@ -117,9 +117,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--deep", help="comma-separated depths of the deep thin net, e.g. 10,50,200")
     args = parser.parse_args()
-    import caffelike.log
+    import caffelike.glog
 
-    caffelike.log.get_logger().setLevel("WARNING")
+    caffelike.glog.get_logger().setLevel("WARNING")
     if args.deep:
         sys.stdout.write(profile_depth([int(d) for d in args.deep.split(",")], args.rounds) + "\n")
         return 0

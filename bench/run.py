@@ -222,9 +222,9 @@ def main() -> int:
     if args.child_memory:
         child_memory(*args.child_memory)
         return 0
-    import caffelike.log
+    import caffelike.glog
 
-    caffelike.log.get_logger().setLevel("WARNING")
+    caffelike.glog.get_logger().setLevel("WARNING")
     benches = {"train": bench_train, "deploy": bench_deploy, "data": bench_data, "memory": bench_memory,
                "layers": bench_layers}
     rows: list[dict] = []

@@ -41,8 +41,8 @@ _LAZY: dict[str, str] = {
     "has_nccl": "caffelike.nccl:has_nccl",
     "NCCL": "caffelike.nccl:NCCL",
     "Timer": "caffelike.timer:Timer",
-    "init_log": "caffelike.log:init_log",
-    "log": "caffelike.log",  # the module is callable: caffe.log("text")
+    "init_log": "caffelike.glog:init_log",
+    "log": "caffelike.glog:log",
     "solver_count": "caffelike.mode:solver_count",
     "set_solver_count": "caffelike.mode:set_solver_count",
     "solver_rank": "caffelike.mode:solver_rank",

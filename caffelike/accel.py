@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 
 from .errors import CaffelikeError
-from .log import get_logger
+from .glog import get_logger
 
 log = get_logger("accel")
 

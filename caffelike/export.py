@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import CaffelikeError
-from .log import get_logger
+from .glog import get_logger
 
 log = get_logger("export")
 

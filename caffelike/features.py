@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import CaffelikeError, DataError
-from .log import get_logger
+from .glog import get_logger
 
 log = get_logger("extract_features")
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import torch
 
 from .errors import NumericalError, Where
-from .log import get_logger
+from .glog import get_logger
 
 if TYPE_CHECKING:  # pragma: no cover
     from .net import Net

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from .log import get_logger
+from .glog import get_logger
 from .mode import default_device
 
 __all__ = ["Timer"]

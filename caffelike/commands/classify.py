@@ -16,7 +16,7 @@ from ..cli import FlagParser
 from ..errors import CaffelikeError, DataError
 from ..inference import ENGINES, INTERPOLATIONS, Preprocess, predict, report
 from ..io.image_list import read_image_list
-from ..log import get_logger, setup_logging
+from ..glog import get_logger, setup_logging
 
 
 def _parse_floats(text: str | None) -> list[float] | None:

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..cli import FlagParser
 from ..data.image_mean import compute_mean, write_mean
-from ..log import get_logger, setup_logging
+from ..glog import get_logger, setup_logging
 
 log = get_logger("compute_image_mean")
 

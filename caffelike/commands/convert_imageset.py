@@ -7,7 +7,7 @@ from typing import Sequence
 from ..cli import FlagParser
 from ..data.dbwrite import split_bool_flags
 from ..data.imageset import convert
-from ..log import setup_logging
+from ..glog import setup_logging
 
 BOOL_FLAGS = ("gray", "shuffle", "check_size", "encoded")
 

@@ -1,7 +1,7 @@
 """``caffelike device_query -gpu N``: diagnostic information for GPUs, as ``caffe device_query``."""
 from __future__ import annotations
 
-from ..log import get_logger, setup_logging
+from ..glog import get_logger, setup_logging
 from . import options
 
 log = get_logger("solver")

@@ -7,7 +7,7 @@ import os
 from ..cli import FlagParser
 from ..draw import draw
 from ..errors import DataError
-from ..log import setup_logging
+from ..glog import setup_logging
 
 
 def main(argv: list[str]) -> int:

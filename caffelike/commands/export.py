@@ -8,7 +8,7 @@ import sys
 from ..cli import FlagParser
 from ..errors import CaffelikeError, DataError
 from ..export import check, export
-from ..log import setup_logging
+from ..glog import setup_logging
 
 
 def main(argv: list[str]) -> int:

@@ -17,7 +17,7 @@ import sys
 
 from ..errors import CaffelikeError, DataError
 from ..features import extract
-from ..log import get_logger, setup_logging
+from ..glog import get_logger, setup_logging
 
 log = get_logger("extract_features")
 USAGE = ("caffelike extract_features WEIGHTS NET_PROTO BLOB[,BLOB...] DB[,DB...] NUM_MINI_BATCHES "

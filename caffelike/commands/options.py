@@ -11,7 +11,7 @@ from google.protobuf.message import Message
 
 from ..cli import FlagParser
 from ..errors import DeviceError
-from ..log import get_logger
+from ..glog import get_logger
 
 
 def net_parser(prog: str, description: str) -> FlagParser:
@@ -61,7 +61,7 @@ def reading_rules(args) -> Iterator[None]:
 
 def run_net_command(parser: FlagParser, argv: Sequence[str], run: Callable[[argparse.Namespace], int]) -> int:
     """Parse ``argv`` and call ``run(args)`` with logging set up, under the reading rules."""
-    from ..log import setup_logging
+    from ..glog import setup_logging
 
     args = parser.parse_args(argv)
     with reading_rules(args):

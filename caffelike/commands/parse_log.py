@@ -6,7 +6,7 @@ import os
 
 from ..cli import FlagParser
 from ..errors import DataError
-from ..log import setup_logging
+from ..glog import setup_logging
 from ..logs.parse import parse_log, save_tables
 
 

@@ -6,7 +6,7 @@ import os
 
 from ..cli import FlagParser
 from ..errors import CaffelikeError, DataError
-from ..log import setup_logging
+from ..glog import setup_logging
 from ..logs.plot import CHART_TYPES, DEFAULT_PANELS, PANELS, X_AXES, draw
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import SolverError
-from ..log import get_logger
+from ..glog import get_logger
 from ..solver import messages
 from . import options
 

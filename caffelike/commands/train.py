@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..errors import SolverError
-from ..log import get_logger, setup_logging
+from ..glog import get_logger, setup_logging
 from ..solver import messages
 from . import options
 

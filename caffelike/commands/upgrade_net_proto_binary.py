@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..io.caffemodel import read_binary_net, upgrade_binary_net, write_caffemodel
 from ..io.upgrade import net_needs_upgrade
-from ..log import setup_logging
+from ..glog import setup_logging
 from .options import upgrade_parser, write_upgraded
 
 

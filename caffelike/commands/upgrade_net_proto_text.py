@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..io.prototxt import SourceMap, parse_text_proto, read_text_file, write_text_proto
 from ..io.upgrade import net_needs_upgrade, upgrade_net
-from ..log import setup_logging
+from ..glog import setup_logging
 from ..proto import caffe_pb2
 from .options import upgrade_parser, write_upgraded
 

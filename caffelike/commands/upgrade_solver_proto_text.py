@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..io.prototxt import parse_text_proto, read_text_file, write_text_proto
 from ..io.upgrade import solver_needs_upgrade, upgrade_solver
-from ..log import setup_logging
+from ..glog import setup_logging
 from ..proto import caffe_pb2
 from .options import upgrade_parser, write_upgraded
 

@@ -27,7 +27,7 @@ import importlib.util
 import os
 import sys
 
-from ..log import get_logger
+from ..glog import get_logger
 
 __all__ = ["alias_path", "install_caffe_alias", "real_caffe_present"]
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import DataError, Where
 from ..io.atomic import atomic_write
-from ..log import get_logger
+from ..glog import get_logger
 from ..proto import caffe_pb2
 from .images import datum_to_image
 from .sources import KeyValueDB, parse_datum

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import DataError, Where
 from ..io.image_list import ListEntry, read_image_list
-from ..log import get_logger
+from ..glog import get_logger
 from ..proto import caffe_pb2
 from .dbwrite import open_db_writer
 from .images import encode_image, extension_matches, image_to_datum, read_image

@@ -59,7 +59,7 @@ import numpy as np
 
 from ..errors import DataError, LayerError, WeightsError, Where
 from ..io.blobs import read_mean_file
-from ..log import get_logger
+from ..glog import get_logger
 from ..proto import caffe_pb2
 from . import photometric
 

@@ -17,7 +17,7 @@ import numpy as np
 from google.protobuf.message import Message
 
 from ..errors import CaffelikeError, WeightsError, Where
-from ..log import get_logger
+from ..glog import get_logger
 from ..proto import caffe_pb2
 from .binfile import CORRUPT, parse_binary, read_file_bytes, write_binary_proto
 from .blobs import blob_to_array

@@ -30,7 +30,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from ..errors import PrototxtError, Where
-from ..log import get_logger
+from ..glog import get_logger
 from ..proto import caffe_pb2
 from .atomic import atomic_write
 from .binfile import read_file_bytes

@@ -20,7 +20,7 @@ from typing import Callable
 from google.protobuf.message import Message
 
 from ..errors import PrototxtError, SolverError, Where
-from ..log import get_logger
+from ..glog import get_logger
 from ..proto import caffe_pb2
 
 log = get_logger("io")

@@ -17,7 +17,7 @@ from ..data.fork_items import LabelMapItems, RegressionItems
 from ..data.label_maps import PROB_SCALE, SegGeometry
 from ..data.transformer import DataTransformer
 from ..io.image_list import read_field_list, read_image_list
-from ..log import get_logger
+from ..glog import get_logger
 from ..proto import caffe_pb2
 from .base import TEST, TRAIN, register_layer
 from .data import StreamingDataLayer

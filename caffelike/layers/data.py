@@ -32,7 +32,7 @@ from ..data.transformer import DataTransformer
 from ..data.windows import read_window_file
 from ..errors import DataError, Where
 from ..io.image_list import read_image_list
-from ..log import get_logger
+from ..glog import get_logger
 from ..proto import caffe_pb2
 from .base import TEST, TRAIN, Layer, Shape, register_layer
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable, TextIO
 
-from ..log import get_logger
+from ..glog import get_logger
 from ..solver import messages
 
 BASE_COLUMNS = ("NumIters", "Seconds", "LearningRate")

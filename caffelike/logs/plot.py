@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..log import get_logger
+from ..glog import get_logger
 from .parse import Table, parse_log
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import NetError
 from ..layers.base import Layer, Shape
-from ..log import get_logger
+from ..glog import get_logger
 from ..proto import caffe_pb2
 from .plan import LayerPlan, NetPlan, log_wiring
 

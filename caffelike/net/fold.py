@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.base import TEST, Delegating, Layer
-from ..log import get_logger
+from ..glog import get_logger
 from .graph import NetGraph
 from .plan import NetPlan
 

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from ..errors import NetError, Where
 from ..layers.base import LAYERS, LayerInfo
-from ..log import get_logger
+from ..glog import get_logger
 from ..proto import caffe_pb2
 
 log = get_logger("net")

@@ -20,7 +20,7 @@ from ..blob import Blob, LayerView, ParamBlob
 from ..errors import NetError, Where
 from ..layers import LAYERS
 from ..layers.python import python_layers, python_layers_allowed
-from ..log import get_logger
+from ..glog import get_logger
 from ..proto import caffe_pb2
 from .build import build_layers, setup_params
 from .graph import NetGraph, ParamInfo

@@ -9,7 +9,7 @@ import torch
 
 from ..errors import WeightsError, Where
 from ..io.caffemodel import is_hdf5_file, read_caffemodel, read_hdf5_weights
-from ..log import get_logger
+from ..glog import get_logger
 from ..proto import caffe_pb2
 from .graph import NetGraph
 

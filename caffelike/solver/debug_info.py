@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from ..log import get_logger
+from ..glog import get_logger
 from .messages import num
 
 log = get_logger("solver")

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import torch
 
-from ..log import get_logger
+from ..glog import get_logger
 
 log = get_logger("solver")
 

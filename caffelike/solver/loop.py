@@ -19,7 +19,7 @@ from google.protobuf import text_format
 
 from .. import accel, guard
 from ..errors import SolverError, WeightsError, Where
-from ..log import get_logger
+from ..glog import get_logger
 from ..proto import caffe_pb2
 from . import messages, snapshot as snap
 from .debug_info import DebugInfo

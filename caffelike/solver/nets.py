@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SolverError, Where
-from ..log import get_logger
+from ..glog import get_logger
 from ..proto import caffe_pb2
 from . import messages
 

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from ..log import clear_status, show_status
+from ..glog import clear_status, show_status
 
 
 def wanted(stream=None) -> bool:

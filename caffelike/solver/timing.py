@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from ..log import get_logger
+from ..glog import get_logger
 
 log = get_logger("solver")
 

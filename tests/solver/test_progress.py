@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import io
-from caffelike.log import clear_status, get_logger, setup_logging, show_status
+from caffelike.glog import clear_status, get_logger, setup_logging, show_status
 from caffelike.proto import caffe_pb2
 from caffelike.solver import progress
 

@@ -142,14 +142,3 @@ def init_log(level: int | None = None, stderr: bool | None = None) -> None:
 def log(message: str) -> None:
     """pycaffe's ``caffe.log(s)``: one INFO line."""
     get_logger().info("%s", message, stacklevel=2)
-
-
-class _CallableLogModule(type(sys)):
-    """This module, callable: ``caffelike.log("text")`` is pycaffe's ``caffe.log("text")``
-    (the package attribute ``log`` is this module once it is imported)."""
-
-    def __call__(self, message: str) -> None:
-        get_logger().info("%s", message, stacklevel=2)
-
-
-sys.modules[__name__].__class__ = _CallableLogModule
