@@ -22,6 +22,8 @@ from ..layers import LAYERS
 from ..layers.python import python_layers, python_layers_allowed
 from ..log import get_logger
 from ..proto import caffe_pb2
+from .backward import LayerRecord, backward_range, clear_param_diffs, record_forward
+from .blobs import LastPass, NetBlob
 from .build import build_layers, setup_params
 from .graph import NetGraph, ParamInfo
 from .plan import NetPlan, filter_net, plan_backward, plan_net
@@ -133,12 +135,12 @@ class Net(nn.Module):
         self.name = plan.name
         for name in plan.output_names:
             log.info("This network produces output %s", name)
-        self._blobs = OrderedDict((n, Blob(shapes[n])) for n in plan.blob_names)
+        self._last_pass = LastPass()
+        self._blobs = OrderedDict((n, NetBlob(shapes[n], n, self._last_pass)) for n in plan.blob_names)
         for n, w in self.graph.loss_weights.items():  # Caffe presets a loss top's diff to its loss weight
             self._blobs[n].diff_tensor().fill_(w)
         self._views = [LayerView(m) for m in modules]
-        self._first: dict[str, torch.Tensor] = {}
-        self._last: dict[str, torch.Tensor] = {}
+        self._records: dict[int, LayerRecord] = {}  # each layer's last pycaffe forward (for backward)
         self._runner: Callable[[Mapping[str, torch.Tensor] | None], dict[str, torch.Tensor]] | None = None
         log.info("Network initialization done.")
         if weights is not None:
@@ -208,6 +210,14 @@ class Net(nn.Module):
     def objective(self, blobs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Caffe's total loss: ``sum(loss_weight * top.sum())`` over the loss-weighted tops."""
         return self.graph.objective(blobs, self._device_probe.device)
+
+    def hold_last_pass(self, values: Mapping[str, torch.Tensor] | None) -> None:
+        """Let ``net.blobs`` show ``values`` (a whole pass from :meth:`run`), copied only when read.
+
+        The solver calls this after each training pass, and with None before anything that
+        should not keep the pass's tensors alive (its test passes, the next forward).
+        """
+        self._last_pass.hold(values)
 
     # -- pycaffe surface -------------------------------------------------------------------------
     @property
@@ -283,29 +293,31 @@ class Net(nn.Module):
         return {name: self._blobs[name].data for name in wanted}
 
     def _pycaffe_forward(self, start: int, end: int) -> None:
-        self._first, self._last = {}, {}
-        grad = self.graph.records_graph
-        with torch.set_grad_enabled(grad):
-            values = self.graph.run_range(start, end, {}, first=self._first,
-                                          fresh_inputs=grad and self.plan.force_backward)
+        if self.graph.records_graph:  # some layer runs backward: record each layer for backward()
+            values = record_forward(self.graph, start, end, self._stored, self._records)
+        else:
+            with torch.no_grad():
+                values = self.graph.run_range(start, end, {})
         for name, t in values.items():
             self._blobs[name].store("data", t)
-        self._last = values if grad else {}
-        if not grad:
-            self._first = {}
 
     def backward(self, diffs: Sequence[str] | None = None, start: str | None = None,
                  end: str | None = None, **kwargs: np.ndarray) -> dict[str, np.ndarray]:
-        """pycaffe's backward through the last forward: fills the ``.diff`` of blobs and params.
+        """pycaffe's backward (Caffe's BackwardFromTo): layers ``start`` down to ``end``, inclusive.
 
-        Loss tops start from their loss weight, other outputs from their ``.diff`` (set by
-        ``kwargs``). Only layers Caffe would run backward contribute (see plan.plan_backward);
-        parameter diffs accumulate, as in Caffe, until cleared.
+        Each layer that needs backward reads its top blobs' ``.diff`` (``kwargs`` set the
+        outputs' diffs; a loss top's diff is its loss weight) and overwrites its bottom blobs'
+        ``.diff``; parameter diffs accumulate until :meth:`clear_param_diffs`. Returns the
+        diffs of the inputs (of ``end``'s bottoms when ``end`` is given) and of ``diffs``.
         """
         diffs = list(diffs or [])
-        if start is not None or end is not None:
-            log.warning("backward(start=, end=) runs the whole backward pass in caffelike")
-        wanted = set(self.inputs) | set(diffs)
+        start_i = self.plan.layer_index(start) if start is not None else len(self.plan.layers) - 1
+        if end is not None:
+            end_i = self.plan.layer_index(end)
+            wanted = set(self.plan.layers[end_i].bottoms) | set(diffs)
+        else:
+            end_i = 0
+            wanted = set(self.inputs) | set(diffs)
         if kwargs:
             if set(kwargs) != set(self.outputs):
                 raise NetError(f"top diff arguments {sorted(kwargs)} do not match the net outputs "
@@ -315,36 +327,16 @@ class Net(nn.Module):
                 if array.shape[:1] != self._blobs[name].shape[:1]:
                     raise NetError(f"diff '{name}' is not batch sized")
                 self._blobs[name].diff[...] = array
-        self._pycaffe_backward()
+        device = self._device_probe.device
+        backward_range(self.graph, start_i, end_i, self._records,
+                       data=self._stored,
+                       diff=lambda name: self._blobs[name].diff_tensor().to(device),
+                       store_diff=lambda name, t: self._blobs[name].store("diff", t))
         return {name: self._blobs[name].diff for name in wanted}
 
-    def _pycaffe_backward(self) -> None:
-        if not self._last:
-            return
-        roots, grads = [], []
-        weights = self.loss_weights
-        for name, t in self._last.items():
-            if not t.requires_grad:
-                continue
-            if name in weights:
-                roots.append(t)
-                grads.append(torch.full_like(t, weights[name]))
-            elif name in self.plan.output_names:
-                roots.append(t)
-                grads.append(self._blobs[name].diff_tensor().to(t.device).reshape(t.shape))
-        if not roots:
-            return
-        targets = [t for t in self._first.values() if t.requires_grad]
-        params = [p for lay, m in self.graph.pairs() if lay.need_backward
-                  for p in m.blobs if p.requires_grad]
-        for t in targets:
-            t.grad = None
-        seen: set[int] = set()
-        unique_params = [p for p in params if not (id(p) in seen or seen.add(id(p)))]
-        torch.autograd.backward(roots, grads, retain_graph=True, inputs=targets + unique_params)
-        for name, t in self._first.items():
-            if t.grad is not None:
-                self._blobs[name].store("diff", t.grad)
+    def clear_param_diffs(self) -> None:
+        """Caffe's Net::ClearParamDiffs: set every parameter's diff to zero."""
+        clear_param_diffs(self.graph)
 
     def forward_all(self, blobs: Sequence[str] | None = None, **kwargs: np.ndarray) -> dict[str, np.ndarray]:
         """pycaffe's forward_all: run in batches of the net's batch size, concatenate outputs."""
