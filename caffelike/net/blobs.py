@@ -5,6 +5,10 @@ The solver trains through ``Net.run`` and never copies activations into the pyca
 tensors instead (:class:`LastPass`); a blob copies its value from there only when it is read,
 so after ``solver.step()`` every ``net.blobs[name].data`` holds the last iteration's values,
 as in pycaffe, at no cost per iteration.
+
+A Split layer's tops share their bottom's data, as Caffe's SplitLayer does (``ShareData``):
+their :class:`NetBlob` is an alias of the producer's (:meth:`NetBlob.share_data_with`), with
+a diff of its own.
 """
 from __future__ import annotations
 
@@ -36,8 +40,23 @@ class NetBlob(Blob):
         self._name = name
         self._last_pass = last_pass
         self._seen = last_pass.version
+        self._owner: NetBlob | None = None
+
+    def share_data_with(self, owner: "NetBlob") -> None:
+        """Use ``owner``'s data from now on (Caffe's Blob::ShareData); the diff stays this blob's."""
+        while owner._owner is not None:
+            owner = owner._owner
+        self._owner = owner
+        self._data = None
+
+    @property
+    def shares_data(self) -> bool:
+        """Whether this blob's data is another blob's (a Split top)."""
+        return self._owner is not None
 
     def data_tensor(self) -> torch.Tensor:
+        if self._owner is not None:
+            return self._owner.data_tensor()
         last = self._last_pass
         if last.version != self._seen:
             self._seen = last.version

@@ -18,7 +18,7 @@ from ..errors import NetError, Where
 from ..layers.base import LAYERS, LayerInfo
 from ..log import get_logger
 from ..proto import caffe_pb2
-from .splits import insert_splits, needs_splits
+from .splits import insert_splits, is_split_of, needs_splits
 
 log = get_logger("net")
 
@@ -176,6 +176,10 @@ def plan_net(net: caffe_pb2.NetParameter, where_of: Callable[[caffe_pb2.LayerPar
             if i < len(bottoms) and bottoms[i] == name:
                 in_place.append(True)
             elif name in known:
+                if i < len(bottoms) and is_split_of(bottoms[i], name):
+                    raise NetError(f"in-place top '{name}' is also read by another layer, so Caffe splits "
+                                   f"it and this layer's top would be produced twice (real Caffe refuses "
+                                   f"this net too: 'produced by multiple sources'); give the top a new name", where)
                 raise NetError(f"top blob '{name}' produced by multiple sources; use a new name, "
                                f"or the same name at the same position as a bottom for in-place", where)
             else:

@@ -137,6 +137,7 @@ class Net(nn.Module):
             log.info("This network produces output %s", name)
         self._last_pass = LastPass()
         self._blobs = OrderedDict((n, NetBlob(shapes[n], n, self._last_pass)) for n in plan.blob_names)
+        self._share_split_data()
         for n, w in self.graph.loss_weights.items():  # Caffe presets a loss top's diff to its loss weight
             self._blobs[n].diff_tensor().fill_(w)
         self._views = [LayerView(m) for m in modules]
@@ -153,6 +154,16 @@ class Net(nn.Module):
             from .fold import optimize_net
 
             optimize_net(self)
+
+    def _share_split_data(self) -> None:
+        # Caffe's SplitLayer shares its bottom's data with every top (no copy); not where a
+        # later in-place layer rewrites a top or the bottom (a prototxt's own Split may do that).
+        rewritten = {name for lay in self.plan.layers for name, inplace in zip(lay.tops, lay.in_place) if inplace}
+        for lay in self.plan.layers:
+            if lay.type == "Split" and lay.bottoms[0] not in rewritten:
+                for name in lay.tops:
+                    if name not in rewritten:
+                        self._blobs[name].share_data_with(self._blobs[lay.bottoms[0]])
 
     # -- the torch surface (solver, tools) ----------------------------------------------------
     @property
@@ -299,7 +310,9 @@ class Net(nn.Module):
             with torch.no_grad():
                 values = self.graph.run_range(start, end, {})
         for name, t in values.items():
-            self._blobs[name].store("data", t)
+            blob = self._blobs[name]
+            if not blob.shares_data:  # a Split top: its data is its bottom's
+                blob.store("data", t)
 
     def backward(self, diffs: Sequence[str] | None = None, start: str | None = None,
                  end: str | None = None, **kwargs: np.ndarray) -> dict[str, np.ndarray]:

@@ -8,6 +8,8 @@ function of the (filtered) NetParameter: the plan is made from its result.
 """
 from __future__ import annotations
 
+import re
+
 from ..proto import caffe_pb2
 
 SPLIT_TYPE = "Split"
@@ -21,6 +23,11 @@ def split_layer_name(layer: str, blob: str, top_index: int) -> str:
 def split_blob_name(layer: str, blob: str, top_index: int, split_index: int) -> str:
     """Caffe's SplitBlobName."""
     return f"{split_layer_name(layer, blob, top_index)}_{split_index}"
+
+
+def is_split_of(name: str, blob: str) -> bool:
+    """Whether ``name`` is one of the Split tops Caffe makes for ``blob``."""
+    return re.fullmatch(re.escape(blob) + r"_.+_\d+_split_\d+", name) is not None
 
 
 def _count_readers(net: caffe_pb2.NetParameter

@@ -8,10 +8,12 @@ test_shapes.py against real Caffe.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from google.protobuf import text_format
 
 import caffelike
+from caffelike.errors import NetError
 from caffelike.net import Net
 from caffelike.net.splits import insert_splits
 from caffelike.proto import caffe_pb2
@@ -82,6 +84,9 @@ def test_split_blobs_are_in_the_net_and_hold_the_producer_data(tmp_path):
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     net.forward(data=x)
     np.testing.assert_array_equal(net.blobs["data_data_0_split_1"].data, x)
+    # Caffe's SplitLayer shares its bottom's data (no copy); each top keeps its own diff
+    assert np.shares_memory(net.blobs["data_data_0_split_1"].data, net.blobs["data"].data)
+    assert not np.shares_memory(net.blobs["data_data_0_split_1"].diff, net.blobs["data"].diff)
     np.testing.assert_array_equal(net.blobs["b"].data, 3 * x)
 
 
@@ -105,3 +110,15 @@ def test_a_spelled_out_split_keeps_working(tmp_path):
     out = net.forward(data=np.ones((2, 3), np.float32))
     np.testing.assert_array_equal(out["a"], 2)
     np.testing.assert_array_equal(out["b"], 3)
+
+
+def test_an_in_place_layer_on_a_blob_read_elsewhere_is_refused_as_caffe_does(tmp_path):
+    # Caffe splits 'a' (read by 'x' and by the in-place 'relu'); relu's top 'a' is then a
+    # second producer of 'a': Caffe's AppendTop dies with "produced by multiple sources".
+    path = tmp_path / "net.prototxt"
+    path.write_text(SPLIT_NET + "layer { name: 'relu' type: 'ReLU' bottom: 'a' top: 'a' }\n"
+                    "layer { name: 'x' type: 'Power' bottom: 'a' top: 'x' }\n"
+                    .replace("layer { name: 'relu'", "layer { name: 'y' type: 'Power' bottom: 'a' top: 'y' }\n"
+                             "layer { name: 'relu'"))
+    with pytest.raises(NetError, match=r"net.prototxt:\d+: layer 'relu' \(ReLU\): in-place top 'a' is also read"):
+        Net(str(path), caffelike.TEST)
