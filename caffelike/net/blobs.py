@@ -32,14 +32,17 @@ class LastPass:
         self.version += 1
 
 
+_NEVER = LastPass()  # never holds a pass
+
+
 class NetBlob(Blob):
     """A net activation's :class:`~caffelike.blob.Blob` that syncs from a :class:`LastPass` on read."""
 
-    def __init__(self, shape: Sequence[int], name: str, last_pass: LastPass):
+    def __init__(self, shape: Sequence[int], name: str, last_pass: LastPass | None):
         super().__init__(shape)
         self._name = name
-        self._last_pass = last_pass
-        self._seen = last_pass.version
+        self._last_pass = last_pass or _NEVER  # None: a net input, which only its user writes
+        self._seen = self._last_pass.version
         self._owner: NetBlob | None = None
 
     def share_data_with(self, owner: "NetBlob") -> None:

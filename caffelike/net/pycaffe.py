@@ -136,7 +136,9 @@ class Net(nn.Module):
         for name in plan.output_names:
             log.info("This network produces output %s", name)
         self._last_pass = LastPass()
-        self._blobs = OrderedDict((n, NetBlob(shapes[n], n, self._last_pass)) for n in plan.blob_names)
+        # Input blobs hold what the user wrote; the others also show the solver's last pass.
+        self._blobs = OrderedDict((n, NetBlob(shapes[n], n, None if n in plan.input_names else self._last_pass))
+                                  for n in plan.blob_names)
         self._share_split_data()
         for n, w in self.graph.loss_weights.items():  # Caffe presets a loss top's diff to its loss weight
             self._blobs[n].diff_tensor().fill_(w)

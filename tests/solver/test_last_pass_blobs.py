@@ -37,3 +37,24 @@ def test_blobs_hold_the_last_iteration_after_step(tmp_path):
     # dL/dip = 1.5 / 2; dW = 2 * 0.75 = 1.5 -> W = 0.35, b = -0.15; ip = 3 * 0.35 - 0.15
     np.testing.assert_allclose(blobs["ip"].data, 0.9, rtol=1e-6)
     np.testing.assert_allclose(blobs["loss"].data, 4 * 0.81 / 4, rtol=1e-6)
+
+
+INPUT_NET = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "target" type: "Input" top: "target" input_param { shape { dim: 2 dim: 2 } } }
+""" + NET.split("\n", 4)[4]
+
+
+def test_an_input_blob_written_through_an_old_view_keeps_the_new_value(tmp_path):
+    net = tmp_path / "net.prototxt"
+    net.write_text(INPUT_NET)
+    solver_file = tmp_path / "solver.prototxt"
+    solver_file.write_text(f'net: "{net}"\nbase_lr: 0.1\nlr_policy: "fixed"\nmax_iter: 10\n'
+                           'snapshot_after_train: false\n')
+    solver = caffelike.get_solver(str(solver_file))
+    view = solver.net.blobs["data"].data
+    view[...] = 1.0
+    solver.step(1)
+    np.testing.assert_allclose(solver.net.blobs["ip"].data, 1.5)
+    view[...] = 2.0  # the next batch, written through the view taken before step()
+    np.testing.assert_allclose(solver.net.blobs["data"].data, 2.0)
