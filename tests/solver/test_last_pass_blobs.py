@@ -21,13 +21,17 @@ layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "target" top: "l
 """
 
 
-def test_blobs_hold_the_last_iteration_after_step(tmp_path):
+def _solver(tmp_path, text: str):
     net = tmp_path / "net.prototxt"
-    net.write_text(NET)
+    net.write_text(text)
     solver_file = tmp_path / "solver.prototxt"
     solver_file.write_text(f'net: "{net}"\nbase_lr: 0.1\nlr_policy: "fixed"\nmax_iter: 10\n'
                            'snapshot_after_train: false\n')
-    solver = caffelike.get_solver(str(solver_file))
+    return caffelike.get_solver(str(solver_file))
+
+
+def test_blobs_hold_the_last_iteration_after_step(tmp_path):
+    solver = _solver(tmp_path, NET)
     solver.step(1)
     blobs = solver.net.blobs
     np.testing.assert_allclose(blobs["ip"].data, 1.5)  # 3 * 0.5
@@ -46,12 +50,7 @@ layer { name: "target" type: "Input" top: "target" input_param { shape { dim: 2 
 
 
 def test_an_input_blob_written_through_an_old_view_keeps_the_new_value(tmp_path):
-    net = tmp_path / "net.prototxt"
-    net.write_text(INPUT_NET)
-    solver_file = tmp_path / "solver.prototxt"
-    solver_file.write_text(f'net: "{net}"\nbase_lr: 0.1\nlr_policy: "fixed"\nmax_iter: 10\n'
-                           'snapshot_after_train: false\n')
-    solver = caffelike.get_solver(str(solver_file))
+    solver = _solver(tmp_path, INPUT_NET)
     view = solver.net.blobs["data"].data
     view[...] = 1.0
     solver.step(1)
