@@ -96,10 +96,10 @@ class Slice(Layer):
 
 @register_layer("Split", tops=(1, None))
 class Split(Layer):
-    """Hands its bottom to every top; the gradients of the copies add up (via autograd)."""
+    """Hands its bottom to every top (the same tensor: no copy); autograd adds the readers' gradients."""
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [x.view_as(x) for _ in range(max(len(self.param.top), 1))]
+        return [x] * max(len(self.param.top), 1)
 
 
 @register_layer("Silence", bottoms=(1, None), tops=0)

@@ -106,15 +106,12 @@ class NetGraph(nn.Module):
             total = term if total is None else total + term
         return total if total is not None else torch.zeros((), device=device)
 
-    def run_range(self, start: int, end: int, values: dict[str, torch.Tensor], *,
-                  fresh_inputs: bool = False, first: dict[str, torch.Tensor] | None = None
-                  ) -> dict[str, torch.Tensor]:
+    def run_range(self, start: int, end: int, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Run layers ``start``..``end`` (inclusive) over ``values`` (blob name -> tensor), in place.
 
         A bottom no earlier layer of the run wrote is read from the stored blobs. A source layer
         (no bottoms) whose tops are all in ``values`` is not run; an Input layer never is.
-        ``fresh_inputs`` makes those source tops leaves that require grad (pycaffe backward to
-        the inputs); ``first`` collects each blob's first value (before any in-place rewrite).
+        (pycaffe's layer-by-layer forward and backward are in :mod:`.backward`.)
         """
         stored = self._stored
         for lay, module, detach_flags, source in self._steps[start:end + 1]:
@@ -122,10 +119,6 @@ class NetGraph(nn.Module):
                 for name in lay.tops:
                     if name not in values:
                         values[name] = stored(name)
-                    if fresh_inputs:
-                        values[name] = values[name].detach().clone().requires_grad_(True)
-                    if first is not None:
-                        first.setdefault(name, values[name])
                 continue
             bottoms = []
             for name, detach in zip(lay.bottoms, detach_flags):
@@ -134,8 +127,6 @@ class NetGraph(nn.Module):
                     t = values[name] = stored(name)
                 bottoms.append(t.detach() if detach and t.requires_grad else t)
             tops = module(*bottoms)
-            for name, t, inplace in zip(lay.tops, tops, lay.in_place):
+            for name, t in zip(lay.tops, tops):
                 values[name] = t
-                if first is not None and not inplace:
-                    first[name] = t
         return values

@@ -18,6 +18,7 @@ from ..errors import NetError, Where
 from ..layers.base import LAYERS, LayerInfo
 from ..glog import get_logger
 from ..proto import caffe_pb2
+from .splits import insert_splits, is_split_of, needs_splits
 
 log = get_logger("net")
 
@@ -137,8 +138,13 @@ def _loss_weights(layer: caffe_pb2.LayerParameter, info: LayerInfo, n_tops: int,
     return tuple(1.0 if (info.is_loss and i == 0) else 0.0 for i in range(n_tops))
 
 
-def plan_net(net: caffe_pb2.NetParameter, where_of: Callable[[caffe_pb2.LayerParameter], Where]) -> NetPlan:
-    """Resolve the names of a filtered net; raise NetError naming file:line and layer on a wiring mistake."""
+def plan_net(net: caffe_pb2.NetParameter, where_of: Callable[[caffe_pb2.LayerParameter], Where],
+             splits: bool = True) -> NetPlan:
+    """Resolve the names of a filtered net; raise NetError naming file:line and layer on a wiring mistake.
+
+    With ``splits`` (as Caffe's Net::Init), the net is then re-planned with Caffe's Split
+    layers inserted for every blob read more than once (:mod:`.splits`).
+    """
     layers: list[LayerPlan] = []
     blob_names: list[str] = []
     known: set[str] = set()
@@ -170,6 +176,10 @@ def plan_net(net: caffe_pb2.NetParameter, where_of: Callable[[caffe_pb2.LayerPar
             if i < len(bottoms) and bottoms[i] == name:
                 in_place.append(True)
             elif name in known:
+                if i < len(bottoms) and is_split_of(bottoms[i], name):
+                    raise NetError(f"in-place top '{name}' is also read by another layer, so Caffe splits "
+                                   f"it and this layer's top would be produced twice (real Caffe refuses "
+                                   f"this net too: 'produced by multiple sources'); give the top a new name", where)
                 raise NetError(f"top blob '{name}' produced by multiple sources; use a new name, "
                                f"or the same name at the same position as a bottom for in-place", where)
             else:
@@ -186,6 +196,12 @@ def plan_net(net: caffe_pb2.NetParameter, where_of: Callable[[caffe_pb2.LayerPar
             in_place=tuple(in_place), loss_weights=_loss_weights(lp, info, len(tops), where),
             propagate_down=tuple(lp.propagate_down) if lp.propagate_down else None,
         ))
+    if splits and needs_splits(net):
+        split_net = insert_splits(net)
+        for layer in split_net.layer:  # as Net::Init: a layer without a phase (a Split) gets the net's
+            if not layer.HasField("phase"):
+                layer.phase = net.state.phase
+        return plan_net(split_net, where_of, splits=False)
     outputs = sorted(available)  # Caffe walks a std::set, i.e. name order
     return NetPlan(net.name, tuple(layers), tuple(blob_names), tuple(inputs), tuple(outputs),
                    bool(net.force_backward))

@@ -22,6 +22,8 @@ from ..layers import LAYERS
 from ..layers.python import python_layers, python_layers_allowed
 from ..glog import get_logger
 from ..proto import caffe_pb2
+from .backward import LayerRecord, backward_range, clear_param_diffs, record_forward
+from .blobs import LastPass, NetBlob
 from .build import build_layers, setup_params
 from .graph import NetGraph, ParamInfo
 from .plan import NetPlan, filter_net, plan_backward, plan_net
@@ -133,12 +135,15 @@ class Net(nn.Module):
         self.name = plan.name
         for name in plan.output_names:
             log.info("This network produces output %s", name)
-        self._blobs = OrderedDict((n, Blob(shapes[n])) for n in plan.blob_names)
+        self._last_pass = LastPass()
+        # Input blobs hold what the user wrote; the others also show the solver's last pass.
+        self._blobs = OrderedDict((n, NetBlob(shapes[n], n, None if n in plan.input_names else self._last_pass))
+                                  for n in plan.blob_names)
+        self._share_split_data()
         for n, w in self.graph.loss_weights.items():  # Caffe presets a loss top's diff to its loss weight
             self._blobs[n].diff_tensor().fill_(w)
         self._views = [LayerView(m) for m in modules]
-        self._first: dict[str, torch.Tensor] = {}
-        self._last: dict[str, torch.Tensor] = {}
+        self._records: dict[int, LayerRecord] = {}  # each layer's last pycaffe forward (for backward)
         self._runner: Callable[[Mapping[str, torch.Tensor] | None], dict[str, torch.Tensor]] | None = None
         log.info("Network initialization done.")
         if weights is not None:
@@ -151,6 +156,16 @@ class Net(nn.Module):
             from .fold import optimize_net
 
             optimize_net(self)
+
+    def _share_split_data(self) -> None:
+        # Caffe's SplitLayer shares its bottom's data with every top (no copy); not where a
+        # later in-place layer rewrites a top or the bottom (a prototxt's own Split may do that).
+        rewritten = {name for lay in self.plan.layers for name, inplace in zip(lay.tops, lay.in_place) if inplace}
+        for lay in self.plan.layers:
+            if lay.type == "Split" and lay.bottoms[0] not in rewritten:
+                for name in lay.tops:
+                    if name not in rewritten:
+                        self._blobs[name].share_data_with(self._blobs[lay.bottoms[0]])
 
     # -- the torch surface (solver, tools) ----------------------------------------------------
     @property
@@ -208,6 +223,14 @@ class Net(nn.Module):
     def objective(self, blobs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Caffe's total loss: ``sum(loss_weight * top.sum())`` over the loss-weighted tops."""
         return self.graph.objective(blobs, self._device_probe.device)
+
+    def hold_last_pass(self, values: Mapping[str, torch.Tensor] | None) -> None:
+        """Let ``net.blobs`` show ``values`` (a whole pass from :meth:`run`), copied only when read.
+
+        The solver calls this after each training pass, and with None before anything that
+        should not keep the pass's tensors alive (its test passes, the next forward).
+        """
+        self._last_pass.hold(values)
 
     # -- pycaffe surface -------------------------------------------------------------------------
     @property
@@ -283,29 +306,34 @@ class Net(nn.Module):
         return {name: self._blobs[name].data for name in wanted}
 
     def _pycaffe_forward(self, start: int, end: int) -> None:
-        self._first, self._last = {}, {}
-        grad = self.graph.records_graph
-        with torch.set_grad_enabled(grad):
-            values = self._run_with_callbacks(start, end, first=self._first,
-                                              fresh_inputs=grad and self.plan.force_backward)
+        before, after = self._callbacks("before_forward"), self._callbacks("after_forward")
+        if self.graph.records_graph:  # some layer runs backward: record each layer for backward()
+            values = record_forward(self.graph, start, end, self._stored, self._records, before, after)
+        else:
+            with torch.no_grad():
+                values = self._run_with_callbacks(start, end)
         for name, t in values.items():
-            self._blobs[name].store("data", t)
-        self._last = values if grad else {}
-        if not grad:
-            self._first = {}
+            blob = self._blobs[name]
+            if not blob.shares_data:  # a Split top: its data is its bottom's
+                blob.store("data", t)
 
     def backward(self, diffs: Sequence[str] | None = None, start: str | None = None,
                  end: str | None = None, **kwargs: np.ndarray) -> dict[str, np.ndarray]:
-        """pycaffe's backward through the last forward: fills the ``.diff`` of blobs and params.
+        """pycaffe's backward (Caffe's BackwardFromTo): layers ``start`` down to ``end``, inclusive.
 
-        Loss tops start from their loss weight, other outputs from their ``.diff`` (set by
-        ``kwargs``). Only layers Caffe would run backward contribute (see plan.plan_backward);
-        parameter diffs accumulate, as in Caffe, until cleared.
+        Each layer that needs backward reads its top blobs' ``.diff`` (``kwargs`` set the
+        outputs' diffs; a loss top's diff is its loss weight) and overwrites its bottom blobs'
+        ``.diff``; parameter diffs accumulate until :meth:`clear_param_diffs`. Returns the
+        diffs of the inputs (of ``end``'s bottoms when ``end`` is given) and of ``diffs``.
         """
         diffs = list(diffs or [])
-        if start is not None or end is not None:
-            log.warning("backward(start=, end=) runs the whole backward pass in caffelike")
-        wanted = set(self.inputs) | set(diffs)
+        start_i = self.plan.layer_index(start) if start is not None else len(self.plan.layers) - 1
+        if end is not None:
+            end_i = self.plan.layer_index(end)
+            wanted = set(self.plan.layers[end_i].bottoms) | set(diffs)
+        else:
+            end_i = 0
+            wanted = set(self.inputs) | set(diffs)
         if kwargs:
             if set(kwargs) != set(self.outputs):
                 raise NetError(f"top diff arguments {sorted(kwargs)} do not match the net outputs "
@@ -315,36 +343,17 @@ class Net(nn.Module):
                 if array.shape[:1] != self._blobs[name].shape[:1]:
                     raise NetError(f"diff '{name}' is not batch sized")
                 self._blobs[name].diff[...] = array
-        self.backward_with_callbacks(self._pycaffe_backward, start, end)
+        device = self._device_probe.device
+        backward_range(self.graph, start_i, end_i, self._records,
+                       data=self._stored,
+                       diff=lambda name: self._blobs[name].diff_tensor().to(device),
+                       store_diff=lambda name, t: self._blobs[name].store("diff", t),
+                       before=self._callbacks("before_backward"), after=self._callbacks("after_backward"))
         return {name: self._blobs[name].diff for name in wanted}
 
-    def _pycaffe_backward(self) -> None:
-        if not self._last:
-            return
-        roots, grads = [], []
-        weights = self.loss_weights
-        for name, t in self._last.items():
-            if not t.requires_grad:
-                continue
-            if name in weights:
-                roots.append(t)
-                grads.append(torch.full_like(t, weights[name]))
-            elif name in self.plan.output_names:
-                roots.append(t)
-                grads.append(self._blobs[name].diff_tensor().to(t.device).reshape(t.shape))
-        if not roots:
-            return
-        targets = [t for t in self._first.values() if t.requires_grad]
-        params = [p for lay, m in self.graph.pairs() if lay.need_backward
-                  for p in m.blobs if p.requires_grad]
-        for t in targets:
-            t.grad = None
-        seen: set[int] = set()
-        unique_params = [p for p in params if not (id(p) in seen or seen.add(id(p)))]
-        torch.autograd.backward(roots, grads, retain_graph=True, inputs=targets + unique_params)
-        for name, t in self._first.items():
-            if t.grad is not None:
-                self._blobs[name].store("diff", t.grad)
+    def clear_param_diffs(self) -> None:
+        """Caffe's Net::ClearParamDiffs: set every parameter's diff to zero."""
+        clear_param_diffs(self.graph)
 
     def forward_all(self, blobs: Sequence[str] | None = None, **kwargs: np.ndarray) -> dict[str, np.ndarray]:
         """pycaffe's forward_all: run in batches of the net's batch size, concatenate outputs."""
@@ -499,9 +508,10 @@ class Net(nn.Module):
 
     def backward_with_callbacks(self, backward: Callable[[], None], start: str | None = None,
                                 end: str | None = None) -> None:
-        """Run ``backward()`` (one autograd pass) with the backward callbacks of layers ``start``
-        down to ``end``: every ``before_backward(i)`` before it and every ``after_backward(i)``
-        after it, each in Caffe's (reverse) order. The solver's backward runs through here too."""
+        """Run ``backward()`` (the solver's one autograd pass) with the backward callbacks of layers
+        ``start`` down to ``end``: every ``before_backward(i)`` before it and every
+        ``after_backward(i)`` after it, each in Caffe's (reverse) order. pycaffe's
+        :meth:`backward` runs layer by layer and calls them around each layer instead."""
         before, after = self._callbacks("before_backward"), self._callbacks("after_backward")
         if not before and not after:
             backward()

@@ -243,14 +243,14 @@ class Solver:
     def _forward_backward(self, inputs: Mapping[str, torch.Tensor] | None = None, *,
                           amp: str | None, scaler: accel.LossScaler) -> tuple[float, dict]:
         """One forward (under ``amp``) and backward (of the ``scaler``-scaled loss); (loss, blobs)."""
+        self.net.hold_last_pass(None)  # the previous pass's activations go before this forward
         with accel.autocast(self.device, amp):
             blobs = self.net.run(inputs)
             objective = self.net.objective(blobs)
         objective = objective.float()
         if objective.requires_grad:  # with the net's backward callbacks, as Caffe's Net::Backward
             self.net.backward_with_callbacks(scaler.scaled(objective).backward)
-        for name in self.net.output_names:  # pycaffe scripts read solver.net.blobs['loss'].data
-            self.net.blobs[name].store("data", blobs[name])
+        self.net.hold_last_pass(blobs)  # pycaffe scripts read solver.net.blobs[...] (copied on read)
         if self._debug is not None:
             self._debug.after_backward(self._params)
         return F32(objective.detach().item()), blobs
@@ -293,6 +293,7 @@ class Solver:
         iterations_last = self.iter
         while self.iter < stop_iter:
             self._clear_diffs()
+            self.net.hold_last_pass(None)
             if (p.test_interval and self.iter % p.test_interval == 0
                     and (self.iter > 0 or p.test_initialization)):
                 if self.root:

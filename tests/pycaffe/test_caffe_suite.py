@@ -26,15 +26,6 @@ CORPUS = SHARED / "corpus" / "BVLC__caffe"
 TOTAL = 52
 DRAW_TEST = "test_draw.py::TestDraw::test_draw_net"
 
-# Issue 15's layer-by-layer backward (Net::BackwardFromTo from the blob diffs, clear_param_diffs)
-# is built on another branch; until it is merged these four are the only failures allowed.
-# Issue 15's backward work removes this list: then all 52 pass.
-AWAITING_BACKWARD = {
-    "test_net.py::TestNet::test_backward_start_end",
-    "test_net.py::TestNet::test_clear_param_diffs",
-    "test_python_layer.py::TestPythonLayer::test_backward",
-    "test_python_layer_with_param_str.py::TestLayerWithParam::test_backward",
-}
 
 _RESULT = re.compile(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
 
@@ -81,8 +72,8 @@ def test_caffe_pycaffe_suite_passes_unchanged(suite: tuple[dict[str, str], str])
     results, tail = suite
     ran = {name: status for name, status in results.items() if name != DRAW_TEST}
     assert len(ran) == TOTAL - 1, f"expected {TOTAL - 1} tests besides {DRAW_TEST}, got {len(ran)}:\n{tail}"
-    failed = {name for name, status in ran.items() if status != "PASSED"}
-    assert failed <= AWAITING_BACKWARD, f"unexpected failures {sorted(failed - AWAITING_BACKWARD)}:\n{tail}"
+    failed = sorted(name for name, status in ran.items() if status != "PASSED")
+    assert not failed, f"failed: {failed}:\n{tail}"
 
 
 def test_caffe_draw_test_passes(suite: tuple[dict[str, str], str]) -> None:

@@ -140,9 +140,8 @@ def test_backward_callbacks_cover_the_range_in_reverse(deploy: caffe.Net) -> Non
     deploy.after_backward(lambda i: calls.append(("after", i)))
     deploy.forward()
     deploy.backward()
-    assert [i for kind, i in calls if kind == "before"] == [2, 1, 0]
-    assert [i for kind, i in calls if kind == "after"] == [2, 1, 0]
-    assert calls.index(("before", 0)) < calls.index(("after", 2))
+    # Caffe's BackwardFromTo: before_backward(i), layer i's Backward, after_backward(i), i descending
+    assert calls == [("before", 2), ("after", 2), ("before", 1), ("after", 1), ("before", 0), ("after", 0)]
 
 
 def test_set_input_arrays_raw_form(tmp_path: pathlib.Path) -> None:

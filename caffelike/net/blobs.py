@@ -1,0 +1,74 @@
+"""A net's pycaffe blobs: :class:`NetBlob` reads the solver's last pass lazily.
+
+The solver trains through ``Net.run`` and never copies activations into the pycaffe blobs
+(that would cost a copy of every blob every iteration). It hands the net its last pass's
+tensors instead (:class:`LastPass`); a blob copies its value from there only when it is read,
+so after ``solver.step()`` every ``net.blobs[name].data`` holds the last iteration's values,
+as in pycaffe, at no cost per iteration.
+
+A Split layer's tops share their bottom's data, as Caffe's SplitLayer does (``ShareData``):
+their :class:`NetBlob` is an alias of the producer's (:meth:`NetBlob.share_data_with`), with
+a diff of its own.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+
+from ..blob import Blob
+
+
+class LastPass:
+    """The solver's last forward pass (blob name -> tensor), or None once released."""
+
+    def __init__(self) -> None:
+        self.values: Mapping[str, torch.Tensor] | None = None
+        self.version = 0
+
+    def hold(self, values: Mapping[str, torch.Tensor] | None) -> None:
+        """Make ``values`` the last pass (None releases it: the blobs keep what they read)."""
+        self.values = values
+        self.version += 1
+
+
+_NEVER = LastPass()  # never holds a pass
+
+
+class NetBlob(Blob):
+    """A net activation's :class:`~caffelike.blob.Blob` that syncs from a :class:`LastPass` on read."""
+
+    def __init__(self, shape: Sequence[int], name: str, last_pass: LastPass | None):
+        super().__init__(shape)
+        self._name = name
+        self._last_pass = last_pass or _NEVER  # None: a net input, which only its user writes
+        self._seen = self._last_pass.version
+        self._owner: NetBlob | None = None
+
+    def share_data_with(self, owner: "NetBlob") -> None:
+        """Use ``owner``'s data from now on (Caffe's Blob::ShareData); the diff stays this blob's."""
+        while owner._owner is not None:
+            owner = owner._owner
+        self._owner = owner
+        self._data = None
+
+    @property
+    def shares_data(self) -> bool:
+        """Whether this blob's data is another blob's (a Split top)."""
+        return self._owner is not None
+
+    def data_tensor(self) -> torch.Tensor:
+        if self._owner is not None:
+            return self._owner.data_tensor()
+        last = self._last_pass
+        if last.version != self._seen:
+            self._seen = last.version
+            value = last.values.get(self._name) if last.values is not None else None
+            if value is not None:
+                self.store("data", value)
+        return super().data_tensor()
+
+    def store(self, attr: str, value: torch.Tensor) -> None:
+        if attr == "data":  # a value written now is newer than any pending one
+            self._seen = self._last_pass.version
+        super().store(attr, value)
