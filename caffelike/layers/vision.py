@@ -457,7 +457,9 @@ def _pool_geometry(layer: Layer, p: caffe_pb2.PoolingParameter, shape: Shape) ->
             raise layer.error("padding is implemented only for MAX and AVE pooling")
         if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
             raise layer.error(f"pad {pad} must be smaller than the kernel {kernel}")
-    return PoolGeometry(kernel, stride, pad, p.round_mode == PoolMethod.CEIL)
+    # BVLC's round_mode and the forks' ceil_mode (false = floor) both choose the rounding;
+    # either one asking for floor gives floor (a net sets at most one of them in practice).
+    return PoolGeometry(kernel, stride, pad, p.round_mode == PoolMethod.CEIL and p.ceil_mode)
 
 
 def check_pool_windows(layer: Layer, g: PoolGeometry, h: int, w: int) -> None:

@@ -3,8 +3,9 @@
 Expected failures come from real Caffe: `FAIL` rows of golden/upgrade/index.tsv, `parse_error`
 rows of golden/shapes/skipped.json (Caffe's own file:line:col), and the MANIFEST's "strict text
 parse: FAIL" notes for fork-only fields. Files that failed in Caffe only because of the book
-fork's TransformationParameter fields (min_side_min, ...) parse here: caffelike's caffe.proto
-adds exactly those fields (proto/caffe.proto header).
+fork's TransformationParameter fields (min_side_min, ...) or of a fork field listed in
+FORK_FIELDS_IN_SCHEMA (DenseNet's pooling_param.ceil_mode, issue 16) parse here: caffelike's
+caffe.proto adds exactly those fields (proto/caffe.proto header).
 """
 from __future__ import annotations
 
@@ -33,9 +34,6 @@ ROWS = [row for row in csv.DictReader((CORPUS / "MANIFEST.tsv").open(), delimite
 # file -> (line, column, field, message, layer text or "") of the first fork-only field.
 FORK_FIELDS: dict[str, tuple[int, int, str, str, str]] = {
     "BVLC__caffe@v1/examples/mnist/lenet_stepearly_solver.prototxt": (18, 1, "stepearly", "SolverParameter", ""),
-    **{f"shicai__DenseNet-Caffe/DenseNet_{n}.prototxt": (54, 5, "ceil_mode", "PoolingParameter",
-                                                        " of layer 'pool1' (Pooling)")
-       for n in (121, 161, 169, 201)},
     "TimoSaemann__ENet/prototxts/enet_deploy.prototxt": (65, 3, "bn_param", "LayerParameter", " of layer 'bn0_1' (BN)"),
     "TimoSaemann__ENet/prototxts/enet_deploy_final.prototxt": (65, 3, "bn_param", "LayerParameter", " of layer 'bn0_1' (BN)"),
     "TimoSaemann__ENet/prototxts/enet_train_encoder.prototxt": (7, 3, "dense_image_data_param", "LayerParameter", " of layer 'data' (DenseImageData)"),
@@ -57,6 +55,12 @@ FORK_FIELDS: dict[str, tuple[int, int, str, str, str]] = {
     "natanielruiz__net-archive/parsenet/VGG_VOC2012ext_solver.prototxt": (4, 1, "eval_type", "SolverParameter", ""),
     **{f"alexgkendall__SegNet-Tutorial/Models/{name}.prototxt": (7, 3, "dense_image_data_param", "LayerParameter", " of layer 'data' (DenseImageData)")
        for name in ("segnet_train", "segnet_inference", "bayesian_segnet_basic_inference")},
+}
+
+# Files BVLC Caffe refuses for a fork field that our schema holds (issue 16): they parse here.
+# file -> the fork field (proto/caffe.proto documents its number).
+FORK_FIELDS_IN_SCHEMA: dict[str, str] = {
+    **{f"shicai__DenseNet-Caffe/DenseNet_{n}.prototxt": "ceil_mode" for n in (121, 161, 169, 201)},
 }
 
 # Files real Caffe refuses to parse: the exact one-line error (line:col as Caffe reports them).
@@ -90,16 +94,22 @@ def test_expected_failures_cover_real_caffe_refusals() -> None:
     skipped = json.loads((GOLDEN / "shapes" / "skipped.json").read_text())["nets"]
     caffe_parse_errors = {n["id"]: n["caffe_error"][0] for n in skipped
                           if n["category"].startswith("parse_error")}
-    listed = set(FORK_FIELDS) | set(SYNTAX_ERRORS) | set(UPGRADE_ERRORS)
+    listed = set(FORK_FIELDS) | set(SYNTAX_ERRORS) | set(UPGRADE_ERRORS) | set(FORK_FIELDS_IN_SCHEMA)
     assert refused <= listed | set(CAFFE_LONG_NETS)
     for name, error in caffe_parse_errors.items():
         assert name in listed or name in CAFFE_LONG_NETS or "min_side_min" in error, name
         if name in SYNTAX_ERRORS:  # same line:col as Caffe's own parser
             position = re.search(r"NetParameter: (\d+:\d+):", error).group(1)
             assert SYNTAX_ERRORS[name].startswith(position + ":"), (name, error)
+        if name in FORK_FIELDS_IN_SCHEMA:  # Caffe stopped at exactly that field
+            assert f'has no field named "{FORK_FIELDS_IN_SCHEMA[name]}"' in error, (name, error)
     manifest_fail = {r["local_file"] for r in ROWS if "strict text parse: FAIL" in r["notes"]}
     book_only = {r["local_file"] for r in ROWS if "has no field named 'min_side_min" in r["notes"]}
-    assert manifest_fail - book_only - set(FORK_FIELDS) - set(SYNTAX_ERRORS) - set(CAFFE_LONG_NETS) == set()
+    assert manifest_fail - book_only - set(FORK_FIELDS) - set(SYNTAX_ERRORS) - set(CAFFE_LONG_NETS) \
+        - set(FORK_FIELDS_IN_SCHEMA) == set()
+    for name, field in FORK_FIELDS_IN_SCHEMA.items():
+        (row,) = [r for r in ROWS if r["local_file"] == name]
+        assert f"has no field named '{field}'" in row["notes"], name
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r["local_file"])
@@ -131,6 +141,8 @@ def test_corpus_file(row: dict, caplog: pytest.LogCaptureFixture) -> None:
         assert len(warnings) == len(set(w.split(": skipped unknown field ")[1].split(" (")[0] for w in warnings))
     else:
         parsed = _read(row)
+    if name in FORK_FIELDS_IN_SCHEMA:  # the fork field is read, not skipped
+        assert FORK_FIELDS_IN_SCHEMA[name] in to_text(parsed)
     if isinstance(parsed, caffe_pb2.NetParameter):
         assert len(parsed.layer) and not len(parsed.layers) and not len(parsed.input)
     _assert_round_trips(parsed)

@@ -30,7 +30,7 @@ layer {
   name: "pool1"   # name after type
   bottom: "data"
   top: "pool1"
-  pooling_param { pool: MAX kernel_size: 2 ceil_mode: false }
+  pooling_param { pool: MAX kernel_size: 2 fork_rounding: false }  # fork_rounding: no schema has it
 }
 """
 
@@ -39,13 +39,13 @@ def test_unknown_field_message() -> None:
     with pytest.raises(PrototxtError) as info:
         parse_net(NET, "tiny.prototxt")
     assert str(info.value) == (
-        "tiny.prototxt:14:44: unknown field 'ceil_mode' in caffe.PoolingParameter of layer "
+        "tiny.prototxt:14:44: unknown field 'fork_rounding' in caffe.PoolingParameter of layer "
         f"'pool1' (Pooling); it is not in BVLC Caffe's caffe.proto {HINT}")
     assert "\n" not in str(info.value)
 
 
 def test_unknown_field_skipped_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
-    text = NET.replace("ceil_mode: false }", "ceil_mode: false }\n  fork_param { a: 1 b { c: 2 } }")
+    text = NET.replace("fork_rounding: false }", "fork_rounding: false }\n  fork_param { a: 1 b { c: 2 } }")
     text += text[text.index("layer {\n  type"):].replace("pool1", "pool2")
     with caplog.at_level(logging.WARNING, logger="caffelike"):
         net, _ = parse_net(text, "tiny.prototxt", allow_unknown_fields=True)
@@ -54,7 +54,7 @@ def test_unknown_field_skipped_with_one_warning(caplog: pytest.LogCaptureFixture
     warnings = [r.getMessage() for r in caplog.records
                 if r.levelno == logging.WARNING and "unknown field" in r.getMessage()]
     assert warnings == [
-        "tiny.prototxt:14:44: skipped unknown field 'ceil_mode' in caffe.PoolingParameter (2 times)",
+        "tiny.prototxt:14:44: skipped unknown field 'fork_rounding' in caffe.PoolingParameter (2 times)",
         "tiny.prototxt:15:3: skipped unknown field 'fork_param' in caffe.LayerParameter (2 times)",
     ]
 
@@ -101,7 +101,7 @@ def test_layer_lines_and_source_map() -> None:
     blocks = layer_lines(NET)
     assert [(b.line, b.name, b.type, b.end_line) for b in blocks] == [
         (2, "data", "Input", 7), (9, "pool1", "Pooling", 15)]
-    net, source_map = parse_net(NET.replace(" ceil_mode: false", ""), "tiny.prototxt")
+    net, source_map = parse_net(NET.replace(" fork_rounding: false", ""), "tiny.prototxt")
     where = source_map.where(net.layer[1])
     assert (where.file, where.line, where.layer, where.type) == ("tiny.prototxt", 9, "pool1", "Pooling")
     assert str(where) == "tiny.prototxt:9: layer 'pool1' (Pooling)"

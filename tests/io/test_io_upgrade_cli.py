@@ -65,18 +65,33 @@ def test_syntax_error_is_one_line_without_traceback(tmp_path: pathlib.Path) -> N
 
 
 def test_fork_fields_and_the_skip_flag(tmp_path: pathlib.Path) -> None:
-    source = CORPUS / "shicai__DenseNet-Caffe/DenseNet_121.prototxt"
+    # a field no schema of ours holds (the corpus nets' fork fields get added to the schema)
+    source = tmp_path / "fork.prototxt"
+    source.write_text('name: "fork"\nlayer { name: "data" type: "Input" top: "data"\n'
+                      '  input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\n'
+                      'layer { name: "pool1" type: "Pooling" bottom: "data" top: "pool1"\n'
+                      '  pooling_param { kernel_size: 2\n    some_fork_flag: false } }\n')
     out = tmp_path / "out.prototxt"
     result = _run("upgrade_net_proto_text", str(source), str(out))
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert (f"error: {source}:54:5: unknown field 'ceil_mode' in caffe.PoolingParameter of layer "
+    assert (f"error: {source}:6:5: unknown field 'some_fork_flag' in caffe.PoolingParameter of layer "
             "'pool1' (Pooling)") in result.stderr
     assert "--allow-unknown-fields" in result.stderr
     result = _run("upgrade_net_proto_text", str(source), str(out), "--allow-unknown-fields")
     assert result.returncode == 0, result.stderr
     warnings = [l for l in result.stderr.splitlines() if l.startswith("W") and "unknown field" in l]
-    assert len(warnings) == 1 and "skipped unknown field 'ceil_mode' in caffe.PoolingParameter" in warnings[0]
-    assert "ceil_mode" not in out.read_text()
+    assert len(warnings) == 1 and "skipped unknown field 'some_fork_flag' in caffe.PoolingParameter" in warnings[0]
+    assert "some_fork_flag" not in out.read_text()
+
+
+def test_fork_field_in_our_schema_upgrades_and_is_kept(tmp_path: pathlib.Path) -> None:
+    """DenseNet's pooling_param { ceil_mode: false } (issue 16) is in our schema: no flag needed."""
+    source = CORPUS / "shicai__DenseNet-Caffe/DenseNet_121.prototxt"
+    out = tmp_path / "out.prototxt"
+    result = _run("upgrade_net_proto_text", str(source), str(out))
+    assert result.returncode == 0, result.stderr
+    assert "unknown field" not in result.stderr
+    assert "ceil_mode: false" in out.read_text()
 
 
 def test_upgrade_net_proto_binary(tmp_path: pathlib.Path) -> None:

@@ -18,7 +18,8 @@ FACTS = json.loads((pathlib.Path(__file__).resolve().parents[1] / "golden" / "pr
                     / "bvlc_caffe_proto_facts.json").read_text())
 
 # caffelike's documented additions (proto/caffe.proto header): the book fork's (Caffe_Long)
-# messages and fields, checked field by field in test_proto_caffe_long.py.
+# messages and fields, checked field by field in test_proto_caffe_long.py; and the other forks'
+# PoolingParameter.ceil_mode (under a free number), checked in test_proto_forks.py.
 ALLOWED_EXTRA_MESSAGES: set[str] = {
     "MarginInnerProductParameter", "KnowledgeDistillationParameter", "LargeMarginInnerProductParameter",
     "ReLU6Parameter", "LabelSpecificRescaleParameter", "LabelSpecificMarginParameter",
@@ -26,7 +27,7 @@ ALLOWED_EXTRA_MESSAGES: set[str] = {
     "LabelSpecificStatisticsParameter", "LabelSpecificAddParameter", "ChannelShuffleParameter",
     "CompactBilinearParameter"}
 ALLOWED_EXTRA_FIELD_OWNERS = {"TransformationParameter", "LayerParameter", "ImageDataParameter",
-                              "MemoryDataParameter", "SoftmaxParameter"}
+                              "MemoryDataParameter", "SoftmaxParameter", "PoolingParameter"}
 
 
 def _descriptor(full_name: str):
