@@ -139,12 +139,6 @@ class RegressionItems(ImageListItems):
     """ImageRegressionData items: an image transformed like ImageData's, and its float targets
     as a ``(label_size, 1, 1)`` array."""
 
-    def __init__(self, entries: list[ListEntry], targets: np.ndarray, source: str, root: str,
-                 new_height: int, new_width: int, is_color: bool,
-                 transformer: DataTransformer, where: Where):
-        super().__init__(entries, source, root, new_height, new_width, is_color, transformer, where)
-        self.targets = targets
-
     def load(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         data, _ = super().load(index, rng)
-        return data, self.targets[index].reshape(-1, 1, 1)
+        return data, np.asarray(self.entries[index].labels, dtype=np.float32).reshape(-1, 1, 1)

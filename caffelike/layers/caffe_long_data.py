@@ -11,8 +11,6 @@ split on whitespace, so paths cannot hold spaces. Golden: tests/golden/caffe_lon
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..data.fork_items import LabelMapItems, RegressionItems
 from ..data.label_maps import PROB_SCALE, SegGeometry
 from ..data.transformer import DataTransformer
@@ -128,9 +126,8 @@ class ImageRegressionData(StreamingDataLayer):
         _check_list_param(self, p)
         log.info("Opening file %s", p.source)
         entries = read_image_list(p.source, self.where, labels=int(p.label_size), label_type=float)
-        targets = np.asarray([e.labels for e in entries], dtype=np.float32).reshape(len(entries), -1)
         log.info("A total of %d images.", len(entries))
-        self.items = RegressionItems(entries, targets, p.source, p.root_folder, p.new_height,
+        self.items = RegressionItems(entries, p.source, p.root_folder, p.new_height,
                                      p.new_width, p.is_color, transformer, self.where)
         shape = self.items.output_shape(0)
         self._shapes = [(p.batch_size, *shape), (p.batch_size, int(p.label_size), 1, 1)]

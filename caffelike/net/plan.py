@@ -138,13 +138,14 @@ def _loss_weights(layer: caffe_pb2.LayerParameter, info: LayerInfo, n_tops: int,
     return tuple(1.0 if (info.is_loss and i == 0) else 0.0 for i in range(n_tops))
 
 
-def plan_net(net: caffe_pb2.NetParameter, where_of: Callable[[caffe_pb2.LayerParameter], Where],
-             splits: bool = True) -> NetPlan:
+def plan_net(net: caffe_pb2.NetParameter, where_of: Callable[[caffe_pb2.LayerParameter], Where]) -> NetPlan:
     """Resolve the names of a filtered net; raise NetError naming file:line and layer on a wiring mistake.
 
-    With ``splits`` (as Caffe's Net::Init), the net is then re-planned with Caffe's Split
-    layers inserted for every blob read more than once (:mod:`.splits`).
+    As Caffe's Net::Init, Split layers are inserted first for every blob read more than once
+    (:mod:`.splits`), and the net with them is what gets wired.
     """
+    if needs_splits(net):
+        net = _with_splits(net)
     layers: list[LayerPlan] = []
     blob_names: list[str] = []
     known: set[str] = set()
@@ -196,15 +197,17 @@ def plan_net(net: caffe_pb2.NetParameter, where_of: Callable[[caffe_pb2.LayerPar
             in_place=tuple(in_place), loss_weights=_loss_weights(lp, info, len(tops), where),
             propagate_down=tuple(lp.propagate_down) if lp.propagate_down else None,
         ))
-    if splits and needs_splits(net):
-        split_net = insert_splits(net)
-        for layer in split_net.layer:  # as Net::Init: a layer without a phase (a Split) gets the net's
-            if not layer.HasField("phase"):
-                layer.phase = net.state.phase
-        return plan_net(split_net, where_of, splits=False)
     outputs = sorted(available)  # Caffe walks a std::set, i.e. name order
     return NetPlan(net.name, tuple(layers), tuple(blob_names), tuple(inputs), tuple(outputs),
                    bool(net.force_backward))
+
+
+def _with_splits(net: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
+    split_net = insert_splits(net)
+    for layer in split_net.layer:  # as Net::Init: a layer without a phase (a Split) gets the net's
+        if not layer.HasField("phase"):
+            layer.phase = net.state.phase
+    return split_net
 
 
 def log_wiring(lay: LayerPlan) -> None:

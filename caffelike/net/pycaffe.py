@@ -145,6 +145,7 @@ class Net(nn.Module):
         self._views = [LayerView(m) for m in modules]
         self._records: dict[int, LayerRecord] = {}  # each layer's last pycaffe forward (for backward)
         self._runner: Callable[[Mapping[str, torch.Tensor] | None], dict[str, torch.Tensor]] | None = None
+        self._pycaffe_callbacks: dict[str, list[Callable[[int], Any]]] = {k: [] for k in self._CALLBACK_KINDS}
         log.info("Network initialization done.")
         if weights is not None:
             from .weights import copy_trained_layers
@@ -470,10 +471,7 @@ class Net(nn.Module):
     _CALLBACK_KINDS = ("before_forward", "after_forward", "before_backward", "after_backward")
 
     def _callbacks(self, kind: str) -> list[Callable[[int], Any]]:
-        table = self.__dict__.get("_pycaffe_callbacks")
-        if table is None:
-            table = self.__dict__["_pycaffe_callbacks"] = {k: [] for k in self._CALLBACK_KINDS}
-        return table[kind]
+        return self._pycaffe_callbacks[kind]
 
     def before_forward(self, run: Callable[[int], Any]) -> None:
         """Call ``run(i)`` before layer ``i`` runs forward (Caffe's Net::add_before_forward)."""
@@ -491,17 +489,17 @@ class Net(nn.Module):
         """Call ``run(i)`` after layer ``i``'s backward (``caffe.NCCL`` objects are accepted)."""
         self._callbacks("after_backward").append(run)
 
-    def _run_with_callbacks(self, start: int, end: int, values: dict[str, torch.Tensor] | None = None,
-                            **kwargs: Any) -> dict[str, torch.Tensor]:
+    def _run_with_callbacks(self, start: int, end: int, values: dict[str, torch.Tensor] | None = None
+                            ) -> dict[str, torch.Tensor]:
         """``graph.run_range(start, end, values)``, one layer at a time when forward callbacks are set."""
         before, after = self._callbacks("before_forward"), self._callbacks("after_forward")
         values = {} if values is None else values
         if not before and not after:
-            return self.graph.run_range(start, end, values, **kwargs)
+            return self.graph.run_range(start, end, values)
         for i in range(start, end + 1):
             for run in before:
                 run(i)
-            self.graph.run_range(i, i, values, **kwargs)
+            self.graph.run_range(i, i, values)
             for run in after:
                 run(i)
         return values
