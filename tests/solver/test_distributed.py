@@ -50,9 +50,10 @@ def test_two_gloo_ranks_equal_one_process_with_double_batch(tmp_path, monkeypatc
     assert main(["train", "-solver", "solver.prototxt"]) == 0
     monkeypatch.chdir(multi)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert distributed.launch(["-solver", "solver.prototxt"], ["cpu", "cpu"]) == 0
-    # snapshots and logs come from rank 0 only: exactly one final snapshot
+    assert distributed.launch(["-solver", "solver.prototxt", "-tensorboard", "tb"], ["cpu", "cpu"]) == 0
+    # snapshots, logs and TensorBoard events come from rank 0 only: one final snapshot, one event file
     assert sorted(p.name for p in (multi / "snap").iterdir()) == ["mlp_iter_6.caffemodel", "mlp_iter_6.solverstate"]
+    assert len(list((multi / "tb").glob("events.out.tfevents.*"))) == 1
     got = model_blobs(multi / "snap" / "mlp_iter_6.caffemodel")
     want = model_blobs(single / "snap" / "mlp_iter_6.caffemodel")
     assert list(got) == list(want)
