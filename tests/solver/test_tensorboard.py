@@ -9,8 +9,10 @@ log text alone.
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
 import re
+import signal
 import sys
 from collections import Counter, defaultdict
 
@@ -157,6 +159,32 @@ def test_several_test_nets_write_test_k(tmp_path, monkeypatch):
     assert [it for it, _ in expected["test0/loss"]] == [it for it, _ in expected["test1/loss"]] == [0, 4, 8, 12]
 
 
+class _InterruptAt(logging.Handler):
+    """Sends this process a SIGINT when a log message containing ``text`` goes out."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.INFO)
+        self.text = text
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_sigint_stop_leaves_every_logged_scalar_written(tmp_path, monkeypatch):
+    """``train`` stopped by SIGINT (-sigint_effect stop, the default) still has every scalar
+    of the log in its event files."""
+    logger = get_logger()
+    interrupt = _InterruptAt("Iteration 6, lr = ")
+    logger.addHandler(interrupt)
+    try:
+        expected = train_and_compare(tmp_path, monkeypatch, test_nets=1)
+    finally:
+        logger.removeHandler(interrupt)
+    assert [it for it, _ in expected["lr"]] == [it for it, _ in expected["train/loss"]] == [0, 3, 6]
+    assert [it for it, _ in expected["test/loss"]] == [0, 4]
+
+
 class _Lines(logging.Handler):
     """The log lines of an in-process Solver, with a glog-like ``] `` before each message."""
 
@@ -168,8 +196,9 @@ class _Lines(logging.Handler):
         self.lines.extend("] " + line for line in record.getMessage().splitlines())
 
 
-def test_solver_api_stopped_early_has_flushed_everything_logged(tmp_path, monkeypatch):
-    """Solver(..., tensorboard=DIR) stopped by a request (what SIGINT gives under ``train``)."""
+def test_solver_api_flushes_each_step_and_closes_after_a_stop(tmp_path, monkeypatch):
+    """Solver(..., tensorboard=DIR): pycaffe's ``step(n)`` leaves its scalars readable; ``solve()``
+    stopped by a request (what SIGINT gives under ``train``) closes the writer."""
     from caffelike.solver import get_solver
 
     monkeypatch.chdir(tmp_path)
@@ -183,12 +212,16 @@ def test_solver_api_stopped_early_has_flushed_everything_logged(tmp_path, monkey
         solver = get_solver("solver.prototxt", tensorboard=tmp_path / "tb",
                             action=lambda: "stop" if box["solver"].iter == 7 else "none")
         box["solver"] = solver
+        solver.step(5)
+        expected = assert_events_equal_log(tmp_path / "tb", handler.lines, test_nets=2)
+        assert [it for it, _ in expected["lr"]] == [0, 3]
         solver.solve()
     finally:
         logger.removeHandler(handler)
     assert solver.requested_early_exit and solver.iter == 7
     expected = assert_events_equal_log(tmp_path / "tb", handler.lines, test_nets=2)
     assert [it for it, _ in expected["lr"]] == [0, 3, 6]
+    assert [it for it, _ in expected["test1/accuracy"]] == [0, 4]
     assert solver.scalars._writer.all_writers is None  # closed
 
 
