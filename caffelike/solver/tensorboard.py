@@ -26,7 +26,8 @@ def summary_writer_class() -> type:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise CaffelikeError(f"-tensorboard needs the tensorboard package: {INSTALL_HINT}") from None
+        raise CaffelikeError(f"TensorBoard logging (-tensorboard) needs the tensorboard package: "
+                             f"{INSTALL_HINT}") from None
     return SummaryWriter
 
 
