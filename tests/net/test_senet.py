@@ -1,0 +1,84 @@
+"""The SENet corpus nets (hujie-frank/SENet models/*.prototxt, issue 16): all six build in TEST;
+SE-ResNet-50 runs forward on generated weights and equals OpenCV dnn on the same prototxt and
+caffemodel (written by caffelike).
+
+OpenCV's Caffe importer turns Axpy into Scale(bottom 2 by bottom 0) + Eltwise(bottom 1), i.e.
+a * bottom[2] + bottom[1]; the fork (axpy_layer.cpp) computes a * bottom[1] + bottom[2]. The
+source wins: OpenCV reads the prototxt with each Axpy's bottoms 1 and 2 exchanged, which makes it
+compute the fork's value (tests/layers/test_fork_misc.py shows OpenCV's value on the prototxt as
+written).
+"""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+import caffelike
+from caffelike.proto import caffe_pb2
+
+cv2 = pytest.importorskip("cv2")
+
+MODELS = pathlib.Path(__file__).resolve().parents[1] / "data" / "corpus" / "hujie-frank__SENet" / "models"
+NETS = ["SE-BN-Inception", "SE-ResNet-50", "SE-ResNet-101", "SE-ResNet-152", "SE-ResNeXt-50",
+        "SE-ResNeXt-101", "SENet-154"]
+
+
+def test_the_corpus_holds_the_seven_senet_files() -> None:
+    assert sorted(p.stem for p in MODELS.glob("*.prototxt")) == sorted(NETS)
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_senet_builds_in_test_phase(name: str) -> None:
+    net = caffelike.Net(str(MODELS / f"{name}.prototxt"), caffelike.TEST, fill=False)
+    assert net.blobs["prob"].data.shape == (1, 1000)
+
+
+def _generated_weights(net: caffelike.Net) -> None:
+    """Weights that keep activations O(1) through 50 layers (BatchNorm near identity)."""
+    rng = np.random.default_rng(0)
+    types = dict(zip(net._layer_names, (layer.type for layer in net.layers)))
+    for name, blobs in net.params.items():
+        if types[name] == "BatchNorm":
+            blobs[0].data[...] = rng.normal(scale=0.1, size=blobs[0].data.shape)
+            blobs[1].data[...] = rng.uniform(0.5, 1.5, size=blobs[1].data.shape)
+            blobs[2].data[...] = 1
+        elif types[name] == "Scale":
+            blobs[0].data[...] = rng.uniform(0.5, 1.0, size=blobs[0].data.shape)
+            if len(blobs) > 1:
+                blobs[1].data[...] = rng.normal(scale=0.1, size=blobs[1].data.shape)
+        else:
+            for b in blobs:
+                fan = max(1, int(np.prod(b.data.shape[1:])))
+                b.data[...] = rng.normal(scale=1 / np.sqrt(fan), size=b.data.shape)
+
+
+def _axpy_swapped(path: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
+    net = caffe_pb2.NetParameter()
+    text_format.Parse(path.read_text(), net)
+    for layer in net.layer:
+        if layer.type == "Axpy":
+            layer.bottom[1], layer.bottom[2] = layer.bottom[2], layer.bottom[1]
+    out.write_text(text_format.MessageToString(net))
+    return out
+
+
+def test_se_resnet_50_forward_matches_opencv(tmp_path: pathlib.Path) -> None:
+    path = MODELS / "SE-ResNet-50.prototxt"
+    net = caffelike.Net(str(path), caffelike.TEST, fill=False)
+    _generated_weights(net)
+    weights = tmp_path / "w.caffemodel"
+    net.save(str(weights))
+    x = np.random.default_rng(1).normal(size=(1, 3, 224, 224)).astype(np.float32)
+    net.forward(data=x)
+    cv_net = cv2.dnn.readNetFromCaffe(str(_axpy_swapped(path, tmp_path / "opencv.prototxt")), str(weights))
+    cv_net.setInput(x)
+    # (blob, the OpenCV layer that writes it last: the ReLUs run in place)
+    pairs = [("conv2_1", "conv2_1/relu"), ("conv4_6", "conv4_6/relu"), ("pool5/7x7_s1", "pool5/7x7_s1"),
+             ("classifier", "classifier")]
+    outs = cv_net.forward([layer for _, layer in pairs])
+    for (blob, _), theirs in zip(pairs, outs):
+        ours = np.array(net.blobs[blob].data)
+        np.testing.assert_allclose(ours, theirs.reshape(ours.shape), rtol=1e-5, atol=1e-5, err_msg=blob)
