@@ -34,9 +34,9 @@ def inputs_net(shapes: dict[str, tuple[int, ...]], body: str) -> str:
     return f'name: "t"\nlayer {{ name: "in" type: "Input"{tops} input_param {{{dims} }} }}\n{body}\n'
 
 
-def run_both(tmp_path: pathlib.Path, text: str, feed: dict[str, np.ndarray], layer: str,
-             fill=None, cv_text: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(caffelike's, OpenCV's) value of the net's one output "out" (of ``layer``); ``fill(net)`` sets weights,
+def run_both(tmp_path: pathlib.Path, text: str, feed: dict[str, np.ndarray], fill=None,
+             cv_text: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(caffelike's, OpenCV's) value of the net's one output "out"; ``fill(net)`` sets weights,
     saved for OpenCV; OpenCV reads ``cv_text`` when given."""
     proto = tmp_path / "net.prototxt"
     proto.write_text(text)
@@ -95,8 +95,8 @@ def test_axpy_matches_opencv_once_opencvs_swap_is_undone(tmp_path: pathlib.Path)
     shapes = {"a": (1, 6, 1, 1), "x": (1, 6, 5, 4), "y": (1, 6, 5, 4)}
     text = inputs_net(shapes, 'layer { name: "axpy" type: "Axpy" bottom: "a" bottom: "x" bottom: "y" top: "out" }')
     feed = {name: normal(*s) for name, s in shapes.items()}
-    ours, as_written = run_both(tmp_path, text, feed, "axpy")
-    _, swapped = run_both(tmp_path, axpy_for_opencv(text), feed, "axpy")
+    ours, as_written = run_both(tmp_path, text, feed)
+    _, swapped = run_both(tmp_path, axpy_for_opencv(text), feed)
     assert ours.shape == swapped.shape == (1, 6, 5, 4)
     np.testing.assert_allclose(ours, feed["a"] * feed["x"] + feed["y"], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(ours, swapped, rtol=1e-5, atol=1e-6)
@@ -144,7 +144,7 @@ def test_shuffle_channel_follows_the_forks_index_rule(group: int) -> None:
 def test_shuffle_channel_matches_opencv(tmp_path: pathlib.Path) -> None:
     text = inputs_net({"data": (2, 12, 3, 5)}, 'layer { name: "shuffle" type: "ShuffleChannel" '
                       'bottom: "data" top: "out" shuffle_channel_param { group: 3 } }')
-    ours, theirs = run_both(tmp_path, text, {"data": normal(2, 12, 3, 5)}, "shuffle")
+    ours, theirs = run_both(tmp_path, text, {"data": normal(2, 12, 3, 5)})
     np.testing.assert_array_equal(ours, theirs)
 
 
@@ -191,7 +191,7 @@ def test_depthwise_matches_opencv(tmp_path: pathlib.Path, type_name: str, stride
                                                        stride=stride, bias=bias))
     # OpenCV knows no "DepthwiseConvolution": it runs the fork's meaning, a Convolution.
     cv_text = text.replace('"DepthwiseConvolution"', '"Convolution"')
-    ours, theirs = run_both(tmp_path, text, {"data": normal(2, 6, 7, 8)}, "dw", fill=_fill_normal,
+    ours, theirs = run_both(tmp_path, text, {"data": normal(2, 6, 7, 8)}, fill=_fill_normal,
                             cv_text=cv_text)
     assert ours.shape == theirs.shape
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
@@ -244,7 +244,7 @@ def test_convolution_depthwise_gradcheck() -> None:
 def test_relu6_matches_opencv(tmp_path: pathlib.Path) -> None:
     text = inputs_net({"data": (2, 3, 4, 5)}, 'layer { name: "r6" type: "ReLU6" bottom: "data" top: "out" }')
     x = 5 * normal(2, 3, 4, 5)
-    ours, theirs = run_both(tmp_path, text, {"data": x}, "r6")
+    ours, theirs = run_both(tmp_path, text, {"data": x})
     np.testing.assert_array_equal(ours, np.clip(x, 0, 6))
     np.testing.assert_array_equal(ours, theirs)
 
@@ -255,7 +255,7 @@ def test_relu6_negative_slope_follows_the_fork_not_opencv(tmp_path: pathlib.Path
     text = inputs_net({"data": (1, 2, 3, 4)}, 'layer { name: "r6" type: "ReLU6" bottom: "data" '
                       'top: "out" relu6_param { negative_slope: 0.1 } }')
     x = 5 * normal(1, 2, 3, 4)
-    ours, theirs = run_both(tmp_path, text, {"data": x}, "r6")
+    ours, theirs = run_both(tmp_path, text, {"data": x})
     np.testing.assert_allclose(ours, np.minimum(np.maximum(x, 0) + np.float32(0.1) * np.minimum(x, 0), 6),
                                rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(theirs, np.clip(x, 0, 6))

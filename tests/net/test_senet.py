@@ -14,10 +14,10 @@ import pathlib
 
 import numpy as np
 import pytest
-from google.protobuf import text_format
 
 import caffelike
-from caffelike.proto import caffe_pb2
+
+from .fork_nets import fill_generated, opencv_prototxt
 
 cv2 = pytest.importorskip("cv2")
 
@@ -36,44 +36,15 @@ def test_senet_builds_in_test_phase(name: str) -> None:
     assert net.blobs["prob"].data.shape == (1, 1000)
 
 
-def _generated_weights(net: caffelike.Net) -> None:
-    """Weights that keep activations O(1) through 50 layers (BatchNorm near identity)."""
-    rng = np.random.default_rng(0)
-    types = dict(zip(net._layer_names, (layer.type for layer in net.layers)))
-    for name, blobs in net.params.items():
-        if types[name] == "BatchNorm":
-            blobs[0].data[...] = rng.normal(scale=0.1, size=blobs[0].data.shape)
-            blobs[1].data[...] = rng.uniform(0.5, 1.5, size=blobs[1].data.shape)
-            blobs[2].data[...] = 1
-        elif types[name] == "Scale":
-            blobs[0].data[...] = rng.uniform(0.5, 1.0, size=blobs[0].data.shape)
-            if len(blobs) > 1:
-                blobs[1].data[...] = rng.normal(scale=0.1, size=blobs[1].data.shape)
-        else:
-            for b in blobs:
-                fan = max(1, int(np.prod(b.data.shape[1:])))
-                b.data[...] = rng.normal(scale=1 / np.sqrt(fan), size=b.data.shape)
-
-
-def _axpy_swapped(path: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
-    net = caffe_pb2.NetParameter()
-    text_format.Parse(path.read_text(), net)
-    for layer in net.layer:
-        if layer.type == "Axpy":
-            layer.bottom[1], layer.bottom[2] = layer.bottom[2], layer.bottom[1]
-    out.write_text(text_format.MessageToString(net))
-    return out
-
-
 def test_se_resnet_50_forward_matches_opencv(tmp_path: pathlib.Path) -> None:
     path = MODELS / "SE-ResNet-50.prototxt"
     net = caffelike.Net(str(path), caffelike.TEST, fill=False)
-    _generated_weights(net)
+    fill_generated(net)
     weights = tmp_path / "w.caffemodel"
     net.save(str(weights))
     x = np.random.default_rng(1).normal(size=(1, 3, 224, 224)).astype(np.float32)
     net.forward(data=x)
-    cv_net = cv2.dnn.readNetFromCaffe(str(_axpy_swapped(path, tmp_path / "opencv.prototxt")), str(weights))
+    cv_net = cv2.dnn.readNetFromCaffe(str(opencv_prototxt(path, tmp_path / "opencv.prototxt")), str(weights))
     cv_net.setInput(x)
     # (blob, the OpenCV layer that writes it last: the ReLUs run in place)
     pairs = [("conv2_1", "conv2_1/relu"), ("conv4_6", "conv4_6/relu"), ("pool5/7x7_s1", "pool5/7x7_s1"),
