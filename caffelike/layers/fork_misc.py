@@ -109,6 +109,7 @@ class ConvolutionDepthwise(Convolution):
         shape = tuple(bottom_shapes[0])
         super().__init__(_depthwise_param(param, int(shape[1]) if len(shape) > 1 else 1),
                          bottom_shapes, *args, **kwargs)
+        self.param = param  # the layer's own text, as written
         if len(shape) != 4:
             raise self.error(f"bottom shape {shape}: ConvolutionDepthwise takes a 4-D "
                              "(num, channels, height, width) blob")
