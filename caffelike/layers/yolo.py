@@ -2,7 +2,8 @@
 
 * ``Reorg``: eric612/MobileNet-YOLO ``src/caffe/layers/reorg_layer.cpp`` and its
   ``reorg_cpu`` (include/caffe/layers/reorg_layer.hpp), which is darknet's reorg, quirk included;
-  OpenCV dnn's Reorg computes the same order.
+  OpenCV dnn's Reorg computes the same order (with stride 2 always: its Caffe importer does not
+  read ``reorg_param.stride``).
 * ``Region``: openvinotoolkit/training_toolbox_caffe (commit 2137b63)
   ``src/caffe/layers/region_layer.cpp``, darknet's forward_region_layer for inference.
 
