@@ -95,6 +95,14 @@ CASES.update({
     "AdaptedWeightedSigmoidCrossEntropyLoss": (X2 + [("t", (2, 3), 1.0)], "", 1),
 })
 
+# issue 16, slice misc: SENet, ShuffleNet, MobileNet, YOLO (caffelike/layers/fork_misc.py, yolo.py)
+CASES.update({
+    "Axpy": ([("a", (2, 3, 1, 1), 0.5), ("x", (2, 3, 4, 4), 0.25), ("y", (2, 3, 4, 4), 0.1)], "", 1),
+    "ShuffleChannel": ([("x", (2, 6, 2, 2), 0.5)], "shuffle_channel_param { group: 3 }", 1),
+    "ConvolutionDepthwise": (X4, "convolution_param { num_output: 3 kernel_size: 3 pad: 1 }", 1),
+    "Reorg": ([("x", (2, 8, 4, 4), 0.5)], "reorg_param { stride: 2 }", 1),
+    "Region": ([("x", (2, 14, 3, 3), 0.5)], "region_param { num: 2 classes: 2 }", 1),
+})
 # Types that read or write external data: exercised with real files below.
 SOURCE_TYPES = {"Data", "HDF5Data", "HDF5Output", "ImageData", "MemoryData", "Python", "WindowData"}
 # Caffe_Long's data layers: exercised with real files in tests/data/test_caffe_long_data.py.

@@ -25,7 +25,9 @@ ALLOWED_EXTRA_MESSAGES: set[str] = {
     "ReLU6Parameter", "LabelSpecificRescaleParameter", "LabelSpecificMarginParameter",
     "ChannelScaleParameter", "LabelSpecificAffineParameter", "LabelSpecificHardMarginParameter",
     "LabelSpecificStatisticsParameter", "LabelSpecificAddParameter", "ChannelShuffleParameter",
-    "CompactBilinearParameter"}
+    "CompactBilinearParameter",
+    # issue 16, slice misc (ShuffleNet, MobileNet-YOLO, training_toolbox_caffe)
+    "ShuffleChannelParameter", "ReorgParameter", "RegionParameter"}
 ALLOWED_EXTRA_FIELD_OWNERS = {"TransformationParameter", "LayerParameter", "ImageDataParameter",
                               "MemoryDataParameter", "SoftmaxParameter", "PoolingParameter"}
 
