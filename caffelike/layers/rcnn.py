@@ -9,7 +9,7 @@ write none).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
@@ -74,53 +74,52 @@ def roi_pool_bins(rows: Tensor, spatial_scale: float, pooled: tuple[int, int],
     return out
 
 
-def _masked_max(values: Tensor, mask: Tensor, dim: int) -> tuple[Tensor, Tensor]:
-    """Max and first argmax of ``values`` along ``dim`` over the positions where ``mask`` holds."""
-    masked = torch.where(mask, values, torch.full((), float("-inf"), dtype=values.dtype))
-    index = masked.argmax(dim=dim, keepdim=True)
-    return masked.gather(dim, index).squeeze(dim), index.squeeze(dim)
+def _bin_taps(start: Tensor, end: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """The cells ``start + k`` of each bin ``[start, end)``, padded to the widest bin (last axis),
+    clamped into ``[0, size)`` for indexing, and whether each is inside its bin."""
+    widest = max(1, int((end - start).max())) if start.numel() else 1
+    taps = start[..., None] + torch.arange(widest)
+    return taps.clamp(0, size - 1), taps < end[..., None]
 
 
-class _ROIPoolFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, bins: dict[str, Tensor], batch_index: Tensor) -> Tensor:
-        n, channels, height, width = x.shape
-        n_rois, pooled_h, pooled_w = len(batch_index), bins["hstart"].shape[1], bins["wstart"].shape[1]
-        out = x.new_zeros(n_rois, channels, pooled_h, pooled_w)
-        argmax = torch.full((n_rois, channels, pooled_h, pooled_w), -1, dtype=torch.int64)
-        hs, he, ws, we = (bins[k].tolist() for k in ("hstart", "hend", "wstart", "wend"))
-        for r, b in enumerate(batch_index.tolist()):
-            h_lo, h_hi, w_lo, w_hi = min(hs[r]), max(he[r]), min(ws[r]), max(we[r])
-            if h_hi <= h_lo or w_hi <= w_lo:
-                continue  # every bin empty: zeros, no argmax
-            crop = x[b, :, h_lo:h_hi, w_lo:w_hi]
-            rows = torch.arange(h_lo, h_hi)
-            cols = torch.arange(w_lo, w_hi)
-            row_mask = (rows[None, :] >= bins["hstart"][r, :, None]) & (rows[None, :] < bins["hend"][r, :, None])
-            col_mask = (cols[None, :] >= bins["wstart"][r, :, None]) & (cols[None, :] < bins["wend"][r, :, None])
-            # max over each column bin (C, rows, PW), then over each row bin (C, PH, PW);
-            # first maximum in (h, w) scan order, as the fork's strict '>'
-            col_max, col_arg = _masked_max(crop[:, :, None, :], col_mask.to(x.device)[None, None], dim=3)
-            best, row_arg = _masked_max(col_max[:, None, :, :], row_mask.to(x.device)[None, :, :, None], dim=2)
-            best_col = col_arg.gather(1, row_arg)  # (C, PH, PW) column offsets of the winners
-            empty = ~(row_mask.any(1)[:, None] & col_mask.any(1)[None, :]).to(x.device)
-            out[r] = torch.where(empty, torch.zeros((), dtype=x.dtype, device=x.device), best)
-            index = (row_arg + h_lo) * width + best_col + w_lo
-            argmax[r] = torch.where(empty, torch.full((), -1, device=x.device), index).cpu()
-        ctx.save_for_backward(argmax, batch_index, bins["backprop"])
-        ctx.shape = tuple(x.shape)
-        return out
+def _chunks(n: int, per_item: int, budget: int = 1 << 24) -> list[slice]:
+    """Slices of ``range(n)`` holding about ``budget`` gathered values each."""
+    step = max(1, budget // max(1, per_item))
+    return [slice(i, min(n, i + step)) for i in range(0, n, step)]
+
+
+class _BinMax(torch.autograd.Function):
+    """Max of each bin's cells (R, PH, PW, taps) of ``pixels`` (cells, C): top (R, PH, PW, C), 0
+    for an empty bin. Backward: each top's gradient to its argmax (the first maximum in scan
+    order, as the fork's '>'), none from empty bins or from ROIs whose ``backprop`` is false."""
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
-        argmax, batch_index, backprop = ctx.saved_tensors
-        n, channels, height, width = ctx.shape
-        plane = (batch_index[:, None] * channels + torch.arange(channels)[None, :]) * (height * width)
-        flat = plane[:, :, None, None] + argmax
-        keep = (argmax >= 0) & backprop[:, None, None, None]
-        grad_x = grad.new_zeros(n * channels * height * width)
-        grad_x.index_add_(0, flat[keep].to(grad.device), grad[keep.to(grad.device)])
-        return grad_x.reshape(ctx.shape), None, None
+    def forward(ctx, pixels: Tensor, cells: Tensor, inside: Tensor, backprop: Tensor) -> Tensor:
+        n_rois, ph, pw, taps = cells.shape
+        channels = pixels.shape[1]
+        top = pixels.new_zeros(n_rois, ph, pw, channels)
+        argmax = torch.full((n_rois, ph, pw, channels), -1, dtype=torch.int64, device=pixels.device)
+        low = torch.full((), float("-inf"), dtype=pixels.dtype, device=pixels.device)
+        for part in _chunks(n_rois, ph * pw * taps * channels):
+            values = torch.where(inside[part, ..., None], pixels[cells[part]], low)  # (r, PH, PW, taps, C)
+            best, tap = values.max(dim=3)
+            cell = cells[part, ..., None].expand(-1, -1, -1, -1, channels).gather(3, tap[:, :, :, None]).squeeze(3)
+            filled = inside[part].any(dim=3, keepdim=True)
+            top[part] = torch.where(filled, best, torch.zeros_like(best))
+            argmax[part] = torch.where(filled & backprop[part, None, None, None],
+                                       cell * channels + torch.arange(channels, device=pixels.device), -1)
+        ctx.save_for_backward(argmax)
+        ctx.pixels_shape = tuple(pixels.shape)
+        return top
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        (argmax,) = ctx.saved_tensors
+        index, grad = argmax.reshape(-1), grad.reshape(-1)
+        keep = index >= 0
+        out = grad.new_zeros(ctx.pixels_shape[0] * ctx.pixels_shape[1])
+        out.index_add_(0, index[keep], grad[keep])
+        return out.reshape(ctx.pixels_shape), None, None, None
 
 
 @register_layer("ROIPooling", bottoms=2)
@@ -144,9 +143,21 @@ class ROIPooling(Layer):
         _check_rois(self)
 
     def forward(self, x: Tensor, rois: Tensor) -> list[Tensor]:
-        rows = _roi_rows(self, rois, int(x.shape[0])).cpu()
-        bins = roi_pool_bins(rows, self.spatial_scale, self.pooled, (int(x.shape[2]), int(x.shape[3])))
-        return [_ROIPoolFn.apply(x, bins, rows[:, 0].to(torch.int64))]
+        n, channels, height, width = (int(d) for d in x.shape)
+        rows = _roi_rows(self, rois, n).cpu()
+        bins = roi_pool_bins(rows, self.spatial_scale, self.pooled, (height, width))
+        (ph, pw), n_rois = self.pooled, len(rows)
+        h_taps, h_in = _bin_taps(bins["hstart"], bins["hend"], height)  # (R, PH, KH)
+        w_taps, w_in = _bin_taps(bins["wstart"], bins["wend"], width)  # (R, PW, KW)
+        batch = rows[:, 0].to(torch.int64)[:, None, None, None, None]
+        # (R, PH, PW, KH*KW): each bin's cells in the fork's (h, w) scan order
+        cells = ((batch * height + h_taps[:, :, None, :, None]) * width + w_taps[:, None, :, None, :])
+        inside = h_in[:, :, None, :, None] & w_in[:, None, :, None, :]
+        taps = cells.shape[3] * cells.shape[4]
+        cells, inside = cells.reshape(n_rois, ph, pw, taps), inside.reshape(n_rois, ph, pw, taps)
+        pixels = x.permute(0, 2, 3, 1).reshape(n * height * width, channels)
+        top = _BinMax.apply(pixels, cells.to(x.device), inside.to(x.device), bins["backprop"].to(x.device))
+        return [top.permute(0, 3, 1, 2)]
 
     def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
         return [(int(bottom_shapes[1][0]), int(bottom_shapes[0][1])) + self.pooled]
@@ -204,26 +215,27 @@ class PSROIPooling(Layer):
                              f"{self.output_dim * self.group ** 2} expected")
 
     def forward(self, x: Tensor, rois: Tensor) -> list[Tensor]:
-        rows = _roi_rows(self, rois, int(x.shape[0])).cpu()
-        g, d = self.group, self.output_dim
-        bins = psroi_bins(rows, self.spatial_scale, g, (int(x.shape[2]), int(x.shape[3])))
-        tops = []
-        for r, b in enumerate(rows[:, 0].to(torch.int64).tolist()):
-            hs, he, ws, we = (bins[k][r] for k in ("hstart", "hend", "wstart", "wend"))
-            h_lo, h_hi, w_lo, w_hi = int(hs.min()), int(he.max()), int(ws.min()), int(we.max())
-            if h_hi <= h_lo or w_hi <= w_lo:
-                tops.append(x.new_zeros(d, g, g))
-                continue
-            rows_, cols = torch.arange(h_lo, h_hi), torch.arange(w_lo, w_hi)
-            row_mask = ((rows_[None, :] >= hs[:, None]) & (rows_[None, :] < he[:, None])).to(x)
-            col_mask = ((cols[None, :] >= ws[:, None]) & (cols[None, :] < we[:, None])).to(x)
-            crop = x[b, :, h_lo:h_hi, w_lo:w_hi].reshape(d, g, g, h_hi - h_lo, w_hi - w_lo)
-            sums = torch.einsum("dijhw,ih,jw->dij", crop, row_mask, col_mask)
-            area = ((he - hs).clamp(min=0)[:, None] * (we - ws).clamp(min=0)[None, :]).to(x)
-            tops.append(torch.where(area > 0, sums / area.clamp(min=1), torch.zeros((), dtype=x.dtype, device=x.device)))
-        if not tops:
-            return [x.new_zeros(0, d, g, g)]
-        return [torch.stack(tops)]
+        n, channels, height, width = (int(d) for d in x.shape)
+        rows = _roi_rows(self, rois, n).cpu()
+        g, d, n_rois = self.group, self.output_dim, len(rows)
+        bins = psroi_bins(rows, self.spatial_scale, g, (height, width))
+        h_taps, h_in = _bin_taps(bins["hstart"], bins["hend"], height)  # (R, G, KH)
+        w_taps, w_in = _bin_taps(bins["wstart"], bins["wend"], width)  # (R, G, KW)
+        ar = torch.arange(g)
+        channel = (torch.arange(d)[:, None, None] * g + ar[None, :, None]) * g + ar[None, None, :]  # (D, G, G)
+        batch = rows[:, 0].to(torch.int64)[:, None, None, None, None, None]
+        # (R, D, G, KH, G, KW): flat indices of bin (i, j)'s cells in its channel
+        cells = (((batch * channels + channel[None, :, :, None, :, None]) * height
+                  + h_taps[:, None, :, :, None, None]) * width + w_taps[:, None, None, None, :, :])
+        inside = h_in[:, None, :, :, None, None] & w_in[:, None, None, None, :, :]
+        flat = x.reshape(-1)
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        sums = [torch.where(inside[part].to(x.device), flat[cells[part].to(x.device)], zero).sum(dim=(3, 5))
+                for part in _chunks(n_rois, cells[0].numel())]
+        total = torch.cat(sums) if sums else x.new_zeros(0, d, g, g)
+        area = ((bins["hend"] - bins["hstart"]).clamp(min=0)[:, :, None]
+                * (bins["wend"] - bins["wstart"]).clamp(min=0)[:, None, :])[:, None].to(x)
+        return [torch.where(area > 0, total / area.clamp(min=1), zero)]
 
     def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
         return [(int(bottom_shapes[1][0]), self.output_dim, self.group, self.group)]
