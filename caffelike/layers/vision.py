@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ..fillers import fill
 from ..proto import caffe_pb2
 from .base import TRAIN, Layer, Shape, canonical_axis, register_layer
+from .hole import fork_dilation
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
@@ -92,24 +93,6 @@ def _hw_or_repeated(layer: Layer, p: caffe_pb2.ConvolutionParameter, base: str, 
     return _per_axis(layer, field, getattr(p, field), n, default)
 
 
-def _filter_stride(layer: Layer, p: caffe_pb2.ConvolutionParameter, n: int) -> tuple[int, ...] | None:
-    """DeepLab v1 / ParseNet's ``filter_stride`` (weiliu89/caffe branch fcn, the "hole"
-    algorithm): the filter taps' spacing, i.e. ``dilation``. None when not given."""
-    hw = p.HasField("filter_stride_h") or p.HasField("filter_stride_w")
-    if not hw and not p.HasField("filter_stride"):
-        return None
-    if hw and (p.HasField("filter_stride") or not (p.HasField("filter_stride_h") and p.HasField("filter_stride_w"))):
-        raise layer.error("give filter_stride, or both filter_stride_h and filter_stride_w")
-    if len(p.dilation):
-        raise layer.error("give either dilation or filter_stride (the fork's name for it), not both")
-    if hw:
-        if n != 2:
-            raise layer.error(f"filter_stride_h and filter_stride_w can only be used for 2-D convolution "
-                              f"({n} spatial axes here)")
-        return (int(p.filter_stride_h), int(p.filter_stride_w))
-    return (int(p.filter_stride),) * n
-
-
 def conv_geometry(layer: Layer, p: caffe_pb2.ConvolutionParameter, bottom_shape: Shape,
                   min_spatial: int = 0) -> ConvGeometry:
     """Parse a convolution_param against the first bottom's shape, with Caffe's checks."""
@@ -125,7 +108,7 @@ def conv_geometry(layer: Layer, p: caffe_pb2.ConvolutionParameter, bottom_shape:
     if any(s <= 0 for s in stride):
         raise layer.error(f"stride must be > 0 on every spatial axis, got {stride}")
     pad = _hw_or_repeated(layer, p, "pad", n, 0)
-    dilation = _filter_stride(layer, p, n) or _per_axis(layer, "dilation", p.dilation, n, 1)
+    dilation = fork_dilation(layer, p, n) or _per_axis(layer, "dilation", p.dilation, n, 1)
     if any(d <= 0 for d in dilation):
         raise layer.error(f"dilation must be > 0 on every spatial axis, got {dilation}")
     return ConvGeometry(axis, kernel, stride, pad, dilation)

@@ -1,9 +1,10 @@
 """Fork fields of BVLC layer types (issue 16, slice rcnn), checked live against OpenCV dnn.
 
-* ``convolution_param { filter_stride }`` (and ``filter_stride_h``/``_w``) of DeepLab v1 and
-  ParseNet (weiliu89/caffe branch fcn, base_conv_layer.cpp): the "hole" algorithm, spacing the
-  filter taps, which is ``dilation``. OpenCV does not read the fork's field, so it runs the same
-  net spelled with ``dilation`` and the same weights.
+* ``convolution_param { filter_stride }`` (and ``filter_stride_h``/``_w``) of ParseNet/DeepLab
+  (weiliu89/caffe branch fcn, base_conv_layer.cpp) and ``hole``/``hole_h``/``hole_w`` of DeepLab v1
+  (TheLegendAli/DeepLab-Context conv_layer.cpp): the "hole" algorithm, spacing the filter taps,
+  which is ``dilation``. OpenCV does not read the forks' fields, so it runs the same net spelled
+  with ``dilation`` and the same weights.
 * ``dropout_param { scale_train: false }`` of rbgirshick/caffe-fast-rcnn (dropout_layer.cpp), used
   by the ZF Faster R-CNN nets: TRAIN drops without rescaling, TEST multiplies by 1 - ratio.
   OpenCV reads this field and computes the same TEST output.
@@ -37,6 +38,8 @@ def _write(tmp_path: pathlib.Path, name: str, type_name: str, body: str) -> path
     ("filter_stride: 2", "dilation: 2"),
     ("filter_stride: 3 pad: 3", "dilation: 3 pad: 3"),
     ("filter_stride_h: 2 filter_stride_w: 3 pad_h: 2 pad_w: 3", "dilation: 2 dilation: 3 pad_h: 2 pad_w: 3"),
+    ("hole: 2 pad: 2", "dilation: 2 pad: 2"),
+    ("hole_h: 3 hole_w: 2", "dilation: 3 dilation: 2"),
 ])
 def test_filter_stride_is_dilation(tmp_path: pathlib.Path, fork: str, bvlc: str) -> None:
     body = "convolution_param {{ num_output: 4 kernel_size: 3 {} weight_filler {{ type: \"gaussian\" std: 0.3 }} " \
@@ -56,9 +59,11 @@ def test_filter_stride_is_dilation(tmp_path: pathlib.Path, fork: str, bvlc: str)
 
 
 @pytest.mark.parametrize("body,message", [
-    ("filter_stride: 2 dilation: 2", "give either dilation or filter_stride"),
+    ("filter_stride: 2 dilation: 2", "give one of dilation, filter_stride, hole"),
+    ("filter_stride: 2 hole: 2", "give one of dilation, filter_stride, hole"),
     ("filter_stride_h: 2", "give filter_stride, or both filter_stride_h and filter_stride_w"),
     ("filter_stride: 2 filter_stride_h: 2 filter_stride_w: 2", "give filter_stride, or both"),
+    ("hole_w: 2", "give hole, or both hole_h and hole_w"),
 ])
 def test_filter_stride_errors(tmp_path: pathlib.Path, body: str, message: str) -> None:
     path = _write(tmp_path, "net.prototxt", "Convolution", f"convolution_param {{ num_output: 2 kernel_size: 3 {body} }}")

@@ -4,7 +4,8 @@ Numbers: rbgirshick/caffe-fast-rcnn (branch faster-rcnn) roi_pooling_param 82667
 smooth_l1_loss_param 8266712 and DropoutParameter.scale_train 2; daijifeng001/caffe-rfcn
 psroi_pooling_param 10001: all free here, so kept. hszhao/PSPNet's interp_param 143 is our
 input_param, and weiliu89/caffe (branch fcn)'s ConvolutionParameter.filter_stride/_h/_w 16/17/18
-are our axis/force_nd_im2col/dilation: those take 1520-1523 (prototxt is read by name).
+are our axis/force_nd_im2col/dilation: those take 1520-1523 (prototxt is read by name). DeepLab
+v1's (TheLegendAli/DeepLab-Context) hole/hole_h/hole_w are 17/18/19 there: 1524, 1525 and 19 here.
 """
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ FIELDS = {
     ("ConvolutionParameter", "filter_stride"): (16, 1521, F.TYPE_UINT32, 1),
     ("ConvolutionParameter", "filter_stride_h"): (17, 1522, F.TYPE_UINT32, None),
     ("ConvolutionParameter", "filter_stride_w"): (18, 1523, F.TYPE_UINT32, None),
+    ("ConvolutionParameter", "hole"): (17, 1524, F.TYPE_UINT32, 1),
+    ("ConvolutionParameter", "hole_h"): (18, 1525, F.TYPE_UINT32, 1),
+    ("ConvolutionParameter", "hole_w"): (19, 19, F.TYPE_UINT32, 1),
     ("DropoutParameter", "scale_train"): (2, 2, F.TYPE_BOOL, True),
     ("ROIPoolingParameter", "pooled_h"): (1, 1, F.TYPE_UINT32, 0),
     ("ROIPoolingParameter", "pooled_w"): (2, 2, F.TYPE_UINT32, 0),
