@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import pathlib
 import re
+import sys
 import textwrap
 
 import numpy as np
@@ -94,6 +95,16 @@ def fork_roi_pool(feat: np.ndarray, rois: np.ndarray, scale: float, pooled_h: in
     return out
 
 
+@pytest.fixture
+def module_dir(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch):
+    """tmp_path on sys.path for the stand-in modules, which are forgotten afterwards (so later
+    tests see py-faster-rcnn's modules missing again)."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in [m for m in sys.modules if m.split(".")[0] in ("rpn", "tiny_roi_data")]:
+        del sys.modules[name]
+
+
 def _random_weights(net: caffelike.Net, seed: int, period: int = 1_000_003) -> None:
     """Gaussian weights scaled by 1/sqrt(fan-in); a blob past ``period`` values repeats its
     first ``period`` (a prime: no row lines up with the repeat), to keep VGG16's fc6 cheap."""
@@ -137,12 +148,10 @@ def test_fast_rcnn_vgg16_forward_with_given_rois() -> None:
     assert np.ptp(out["cls_prob"], axis=0).max() > 0  # the ROIs give different answers
 
 
-def test_zf_end2end_test_net_runs_with_a_proposal_module(tmp_path: pathlib.Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "rpn").mkdir()
-    (tmp_path / "rpn" / "__init__.py").write_text("")
-    (tmp_path / "rpn" / "proposal_layer.py").write_text(PROPOSAL_STANDIN)
-    monkeypatch.syspath_prepend(str(tmp_path))
+def test_zf_end2end_test_net_runs_with_a_proposal_module(module_dir: pathlib.Path) -> None:
+    (module_dir / "rpn").mkdir()
+    (module_dir / "rpn" / "__init__.py").write_text("")
+    (module_dir / "rpn" / "proposal_layer.py").write_text(PROPOSAL_STANDIN)
     net = caffelike.Net(str(PASCAL / "ZF" / "faster_rcnn_end2end" / "test.prototxt"), caffelike.TEST, fill=False)
     _random_weights(net, 2)
     net.blobs["data"].reshape(1, 3, 96, 128)
@@ -242,13 +251,13 @@ DISPLAY = re.compile(r"\] Iteration (\d+) \(.*\), loss = (\S+)$")
 BBOX_OUTPUT = re.compile(r"\]     Train net output #\d+: loss_bbox = (\S+)")
 
 
-def test_faster_rcnn_style_net_trains(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_faster_rcnn_style_net_trains(module_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from caffelike.cli import main
 
+    tmp_path = module_dir
     (tmp_path / "tiny_roi_data.py").write_text(textwrap.dedent(ROI_DATA))
     (tmp_path / "train.prototxt").write_text(TRAIN_NET)
     (tmp_path / "solver.prototxt").write_text(SOLVER)
-    monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("GLOG_logtostderr", raising=False)
     monkeypatch.delenv("GLOG_minloglevel", raising=False)
