@@ -385,7 +385,8 @@ class Dropout(Layer):
     """TRAIN: x * Bernoulli(1 - ratio) * 1/(1 - ratio); TEST: identity.
 
     Caffe semantics: the phase fixed at construction decides, not ``nn.Module.training``.
-    Golden ``Dropout__test_r0.5``.
+    Golden ``Dropout__test_r0.5``. ``scale_train: false`` (rbgirshick/caffe-fast-rcnn's
+    dropout_layer.cpp) moves the scaling to TEST: TRAIN x * Bernoulli, TEST x * (1 - ratio).
     """
 
     def __init__(self, *args, **kwargs):
@@ -395,14 +396,15 @@ class Dropout(Layer):
             raise self.error(f"dropout_ratio {ratio:g} out of range; expected 0 <= ratio < 1")
         self.ratio = _f32(ratio)
         self.scale = _f32(1.0 / (1.0 - self.ratio))
+        self.scale_train = bool(self.param.dropout_param.scale_train)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         if self.phase != TRAIN:
-            return [x.view_as(x)]
+            return [x.view_as(x) if self.scale_train else x * _f32(1.0 / self.scale)]
         if x.device.type == "meta":
             return [torch.empty_like(x)]
         keep = torch.rand(x.shape, device=x.device) >= self.ratio
-        return [x * (keep.to(x.dtype) * self.scale)]
+        return [x * (keep.to(x.dtype) * self.scale if self.scale_train else keep.to(x.dtype))]
 
 
 @register_layer("PReLU")

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ..fillers import fill
 from ..proto import caffe_pb2
 from .base import TRAIN, Layer, Shape, canonical_axis, register_layer
+from .hole import fork_dilation
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
@@ -107,7 +108,7 @@ def conv_geometry(layer: Layer, p: caffe_pb2.ConvolutionParameter, bottom_shape:
     if any(s <= 0 for s in stride):
         raise layer.error(f"stride must be > 0 on every spatial axis, got {stride}")
     pad = _hw_or_repeated(layer, p, "pad", n, 0)
-    dilation = _per_axis(layer, "dilation", p.dilation, n, 1)
+    dilation = fork_dilation(layer, p, n) or _per_axis(layer, "dilation", p.dilation, n, 1)
     if any(d <= 0 for d in dilation):
         raise layer.error(f"dilation must be > 0 on every spatial axis, got {dilation}")
     return ConvGeometry(axis, kernel, stride, pad, dilation)

@@ -103,6 +103,16 @@ CASES.update({
     "Reorg": ([("x", (2, 8, 4, 4), 0.5)], "reorg_param { stride: 2 }", 1),
     "Region": ([("x", (2, 14, 3, 3), 0.5)], "region_param { num: 2 classes: 2 }", 1),
 })
+# Faster R-CNN / R-FCN / PSPNet fork types (caffelike/layers/rcnn.py, interp.py), issue 16
+ROIS = ("rois", (2, 5), 0.0)  # (batch 0, box 0,0,0,0): one valid cell
+CASES.update({
+    "Interp": (X4, "interp_param { zoom_factor: 2 }", 1),
+    "ROIPooling": (X4 + [ROIS], "roi_pooling_param { pooled_h: 2 pooled_w: 2 }", 1),
+    "PSROIPooling": ([("x", (2, 8, 4, 4), 0.5), ROIS],
+                     "psroi_pooling_param { output_dim: 2 group_size: 2 spatial_scale: 1 }", 1),
+    "SmoothL1Loss": (X2 + [("y", (2, 3), 0.1)], "", 1),
+})
+
 # Types that read or write external data: exercised with real files below.
 SOURCE_TYPES = {"Data", "HDF5Data", "HDF5Output", "ImageData", "MemoryData", "Python", "WindowData"}
 # Caffe_Long's data layers: exercised with real files in tests/data/test_caffe_long_data.py.

@@ -28,8 +28,14 @@ ALLOWED_EXTRA_MESSAGES: set[str] = {
     "CompactBilinearParameter",
     # issue 16, slice misc (ShuffleNet, MobileNet-YOLO, training_toolbox_caffe)
     "ShuffleChannelParameter", "ReorgParameter", "RegionParameter"}
+# issue 16, slice rcnn (checked in test_proto_rcnn_forks.py): caffe-fast-rcnn, caffe-rfcn, PSPNet
+# messages; DeepLab/ParseNet's ConvolutionParameter.filter_stride*, caffe-fast-rcnn's
+# DropoutParameter.scale_train
+ALLOWED_EXTRA_MESSAGES |= {"ROIPoolingParameter", "SmoothL1LossParameter", "PSROIPoolingParameter",
+                           "InterpParameter"}
 ALLOWED_EXTRA_FIELD_OWNERS = {"TransformationParameter", "LayerParameter", "ImageDataParameter",
-                              "MemoryDataParameter", "SoftmaxParameter", "PoolingParameter"}
+                              "MemoryDataParameter", "SoftmaxParameter", "PoolingParameter",
+                              "ConvolutionParameter", "DropoutParameter"}
 
 
 def _descriptor(full_name: str):
