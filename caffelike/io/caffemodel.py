@@ -4,7 +4,7 @@
 order, the form Caffe's CopyTrainedLayersFrom matches by layer name. Legacy models (V0/V1
 ``layers`` with weights, legacy 4-D blob dims) are upgraded as Caffe's
 ReadNetParamsFromBinaryFileOrDie does. HDF5 weights (``.caffemodel.h5``, Caffe's
-``data/<layer>/<i>`` layout) load too.
+``data/<layer>/<i>`` layout) load too. Models a Caffe fork wrote: see ``read_binary_net``.
 """
 from __future__ import annotations
 

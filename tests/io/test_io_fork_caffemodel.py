@@ -98,6 +98,8 @@ FORK_SECTIONS = {
 # A fork's param at a V1LayerParameter number our schema gives to dummy_data_param (26), whose
 # field 1 is a FillerParameter: a string there does not decode.
 V1_FORK_PARAM = ln(26, text(1, "features/fc8") + vint(2, 3))
+# A fork's NetParameter field at our input_shape (8), a BlobShape whose packed dims are cut short.
+NET_FORK_FIELD = ln(8, ln(1, b"\x96"))
 V1_FORK_TYPE = 40  # a V1 LayerType value of a fork's enum; BVLC's ends at 39 (DECONVOLUTION)
 
 RNG = np.random.default_rng(16)
@@ -178,13 +180,14 @@ def test_v1_layers_with_fork_params_and_type(tmp_path: pathlib.Path,
                   v1_layer("conv1", 4, [CONV_W, CONV_B], V1_FORK_PARAM, ln(60, vint(1, 7))),
                   v1_layer("bn", V1_FORK_TYPE, [np.ones(4, np.float32)], ln(41, text(1, "x")),
                            bottom="conv1"),
-                  v1_layer("ip", 14, [IP_W, IP_B], V1_FORK_PARAM, bottom="conv1"))
+                  v1_layer("ip", 14, [IP_W, IP_B], V1_FORK_PARAM, bottom="conv1"),
+                  extra=NET_FORK_FIELD)
     with caplog.at_level(logging.WARNING, logger="caffelike"):
         weights = load_weights(path)
     assert np.array_equal(weights.pop("bn")[0], np.ones(4, np.float32))
     _assert_exact(weights)
-    assert any("layer 'conv1': field 26 (our dummy_data_param); layer 'ip': field 26" in r.getMessage()
-               for r in caplog.records)
+    assert any("the net: field 8 (our input_shape); layer 'conv1': field 26 (our dummy_data_param); "
+               "layer 'ip': field 26" in r.getMessage() for r in caplog.records)
     net = read_caffemodel(path)
     # the fork's enum value is not ours: no type, as Caffe's upgrade of it gives ("")
     assert [(l.name, l.type) for l in net.layer] == [("conv1", "Convolution"), ("bn", ""),
