@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 
 from ..errors import WeightsError, Where
 from ..proto import caffe_pb2
-from .wire import LEN, WireField, encode_len_field, iter_fields
+from .wire import LEN, WireError, WireField, encode_len_field, iter_fields
 
 # NetParameter field -> (its layer message, the layer's name field, its blobs field)
 _LAYER_FIELDS: dict[int, tuple[type[Message], int, int]] = {
@@ -85,8 +85,9 @@ def _salvage_layer(number: int, data: memoryview, path: str,
 def salvage_net(raw: bytes, path: str) -> tuple[caffe_pb2.NetParameter, list[DroppedField]]:
     """Parse ``raw`` leaving out each layer or net field that does not decode with our schema.
 
-    Raises :class:`~caffelike.io.wire.WireError` if ``raw`` is not well-formed protobuf at all,
-    ``WeightsError`` if a blob does not decode.
+    Raises :class:`~caffelike.io.wire.WireError` if ``raw`` is not well-formed protobuf at all
+    (or nothing is left out, so nothing explains why protobuf refused it), ``WeightsError`` if a
+    blob does not decode.
     """
     data = memoryview(raw)
     out = bytearray()
@@ -105,4 +106,10 @@ def salvage_net(raw: bytes, path: str) -> tuple[caffe_pb2.NetParameter, list[Dro
         else:
             dropped.append(DroppedField(None, field.number,
                                         _ours(caffe_pb2.NetParameter, field.number)))
-    return caffe_pb2.NetParameter.FromString(bytes(out)), dropped
+    if not dropped:
+        raise WireError("every field decodes on its own")
+    try:
+        net = caffe_pb2.NetParameter.FromString(bytes(out))
+    except Exception:  # protobuf's DecodeError: the fields do not decode together either
+        raise WireError("the kept fields do not decode together") from None
+    return net, dropped
