@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import re
 import struct
 
 import numpy as np
@@ -171,6 +172,19 @@ def test_fork_weights_copy_into_a_net(tmp_path: pathlib.Path) -> None:
     net = caffelike.Net(str(proto), caffelike.TEST)
     net.copy_from(str(path))
     assert np.array_equal(net.params["ip"][0].data, IP_W)
+
+
+def test_fork_weights_through_the_cli(tmp_path: pathlib.Path, capfd: pytest.CaptureFixture) -> None:
+    """``caffelike test -weights``: on the zero input, conv1 gives its bias at every pixel."""
+    from caffelike.cli import main
+
+    path = _v2_model(tmp_path, *FORK_SECTIONS.values())
+    proto = tmp_path / "deploy.prototxt"
+    proto.write_text(DEPLOY)
+    assert main(["test", "-model", str(proto), "-weights", str(path), "-iterations", "1"]) == 0
+    scores = [float(m.group(1)) for m in re.finditer(r"\] ip = (\S+)$", capfd.readouterr().err, re.M)]
+    want = IP_W.astype(np.float64) @ np.repeat(CONV_B.astype(np.float64), 16) + IP_B
+    np.testing.assert_allclose(scores, want, rtol=1e-5)  # logged with 6 significant digits
 
 
 def test_v1_layers_with_fork_params_and_type(tmp_path: pathlib.Path,
