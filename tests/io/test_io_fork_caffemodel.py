@@ -20,6 +20,7 @@ import caffelike
 from caffelike.errors import WeightsError
 from caffelike.io import load_weights, read_caffemodel
 from caffelike.io.caffemodel import read_binary_net
+from caffelike.proto import caffe_pb2
 
 
 # -- a tiny protobuf wire encoder ---------------------------------------------------------------
@@ -101,7 +102,8 @@ FORK_SECTIONS = {
 V1_FORK_PARAM = ln(26, text(1, "features/fc8") + vint(2, 3))
 # A fork's NetParameter field at our input_shape (8), a BlobShape whose packed dims are cut short.
 NET_FORK_FIELD = ln(8, ln(1, b"\x96"))
-V1_FORK_TYPE = 40  # a V1 LayerType value of a fork's enum; BVLC's ends at 39 (DECONVOLUTION)
+# A V1 LayerType value of a fork's enum (BVLC's ends at 39, DECONVOLUTION), one our enum lacks.
+V1_FORK_TYPE = max(caffe_pb2.V1LayerParameter.LayerType.values()) + 1
 
 RNG = np.random.default_rng(16)
 CONV_W, CONV_B = RNG.standard_normal((4, 3, 3, 3)).astype(np.float32), RNG.standard_normal(4).astype(np.float32)
