@@ -17,6 +17,6 @@ def main(argv: list[str]) -> int:
     args = upgrade_parser("upgrade_net_proto_binary", "binary net (.caffemodel)",
                           unknown_fields=False).parse_args(argv)
     setup_logging(program="upgrade_net_proto_binary")
-    return write_upgraded(read_binary_net(args.input), args, net_needs_upgrade,
+    return write_upgraded(read_binary_net(args.input, tolerant=False), args, net_needs_upgrade,
                           lambda message: upgrade_binary_net(message, args.input),
                           write_caffemodel, "NetParameter binary proto")

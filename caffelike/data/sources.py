@@ -15,6 +15,7 @@ from google.protobuf.message import DecodeError
 
 from ..errors import DataError, Where
 from ..io.where import cwd_hint, source_where
+from ..io.wire import read_varint
 from ..proto import caffe_pb2
 
 
@@ -27,19 +28,6 @@ def parse_datum(key: bytes, value: bytes, where: Where) -> caffe_pb2.Datum:
         raise DataError(f"key '{key.decode(errors='replace')}': value is not a Datum record",
                         where) from None
     return datum
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise ValueError("truncated varint")
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return value, pos
 
 
 def _int32(value: int) -> int:
@@ -59,20 +47,20 @@ def datum_labels(value: bytes) -> list[int]:
     labels: list[int] = []
     pos, end = 0, len(value)
     while pos < end:
-        key, pos = _varint(value, pos)
+        key, pos = read_varint(value, pos)
         field, wire = key >> 3, key & 7
         if wire == 0:
-            number, pos = _varint(value, pos)
+            number, pos = read_varint(value, pos)
             if field == 5:
                 labels.append(_int32(number))
         elif wire == 1:
             pos += 8
         elif wire == 2:
-            size, pos = _varint(value, pos)
+            size, pos = read_varint(value, pos)
             if field == 5:
                 inner = pos
                 while inner < pos + size:
-                    number, inner = _varint(value, inner)
+                    number, inner = read_varint(value, inner)
                     labels.append(_int32(number))
             pos += size
         elif wire == 5:

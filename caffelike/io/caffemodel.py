@@ -4,7 +4,7 @@
 order, the form Caffe's CopyTrainedLayersFrom matches by layer name. Legacy models (V0/V1
 ``layers`` with weights, legacy 4-D blob dims) are upgraded as Caffe's
 ReadNetParamsFromBinaryFileOrDie does. HDF5 weights (``.caffemodel.h5``, Caffe's
-``data/<layer>/<i>`` layout) load too.
+``data/<layer>/<i>`` layout) load too. Models a Caffe fork wrote: see ``read_binary_net``.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 from ..errors import CaffelikeError, WeightsError, Where
 from ..glog import get_logger
 from ..proto import caffe_pb2
-from .binfile import CORRUPT, parse_binary, read_file_bytes, write_binary_proto
+from .binfile import CORRUPT, read_file_bytes, write_binary_proto
 from .blobs import blob_to_array
 
 try:
@@ -43,19 +43,61 @@ def _hint(raw: bytes, otherwise: str) -> str:
     return otherwise
 
 
-def read_binary_net(path: str | os.PathLike) -> caffe_pb2.NetParameter:
-    """Parse a binary NetParameter as stored (no upgrade); ``WeightsError`` if it is not one."""
+def read_binary_net(path: str | os.PathLike, tolerant: bool = True) -> caffe_pb2.NetParameter:
+    """Parse a binary NetParameter as stored (no upgrade); ``WeightsError`` if it is not one.
+
+    A .caffemodel written by a Caffe fork stores the fork's layer params under the fork's
+    field numbers. Reading it never changes a layer's name, type or blobs (``layer`` fields
+    1, 2, 7; V1 ``layers`` fields 4, 5, 6), which is all weight loading uses:
+
+    - a number our schema lacks is kept as an unknown field and reported once (by number);
+    - a number our schema gives to another field of another wire type is kept as unknown too;
+    - a number our schema gives to another message of the same wire type is decoded as ours
+      (SegNet's ``upsample_param`` 137 reads as ``embed_param``, the forks' pooling
+      ``ceil_mode`` 13 as ``round_mode``): such params are wrong, never used for weights;
+    - a section that does not decode as our message at all (PSPNet's ``mat_write_param`` 145
+      as our ``parameter_param``) would fail the whole parse: with ``tolerant`` the file is
+      read again layer by layer, every field that does not decode on its own is left out and
+      logged (layer, number, our field of that number); without it (for the upgrade commands,
+      which must not lose what they rewrite) that is a ``WeightsError`` naming the field.
+
+    A V1 ``layers`` type from a fork's enum that ours lacks reads as no type ("" once
+    upgraded); its blobs still load by name, as Caffe matches them.
+    """
     path = os.fspath(path)
     raw = read_file_bytes(path, "weights file")
     if not raw:
         raise WeightsError("empty weights file; expected a binary NetParameter (.caffemodel)",
                            Where(file=path))
     what = "NetParameter (.caffemodel)"
-    net = parse_binary(caffe_pb2.NetParameter(), raw, path, what, _hint(raw, CORRUPT))
+    try:
+        net = caffe_pb2.NetParameter.FromString(raw)
+    except Exception:  # protobuf's DecodeError (its class differs between runtimes)
+        net = _salvaged(raw, path, what, tolerant)
     _warn_unknown_fields(net, path)
     if not (len(net.layer) or len(net.layers)):
         hint = _hint(raw, "it holds no layers (a .solverstate or .binaryproto given as weights?)")
         raise WeightsError(f"not a binary {what}: {hint}", Where(file=path))
+    return net
+
+
+def _salvaged(raw: bytes, path: str, what: str, tolerant: bool) -> caffe_pb2.NetParameter:
+    """``raw`` (which protobuf refused) without its undecodable fork params, or the error."""
+    from .salvage import salvage_net
+    from .wire import WireError
+
+    try:
+        net, dropped = salvage_net(raw, path)
+    except WireError:
+        raise WeightsError(f"not a binary {what}: {_hint(raw, CORRUPT)}", Where(file=path)) from None
+    listed = "; ".join(str(d) for d in dropped)
+    if not tolerant:
+        raise WeightsError(f"cannot decode a param section with this schema (written by a Caffe "
+                           f"fork under a number our schema gives to another field): {listed}; "
+                           "rewriting the file would lose it", Where(file=path))
+    log.warning("%s: left out param sections that do not decode with this schema (a Caffe fork "
+                "wrote them under numbers our schema gives to other fields): %s; layer names, "
+                "types and blobs are read", path, listed)
     return net
 
 

@@ -12,23 +12,20 @@ The expected fragments are read from Caffe's own error lines by the rules of ``R
 with why; ``BUILT_BY_DESIGN`` and ``READ_ON_BY_DESIGN`` the nets Caffe refused for a fork field
 that our schema holds (issue 16), which caffelike builds or reads on to the next refusal;
 ``BUILT_FORK_TYPES`` those it refused for a fork layer type caffelike has (issue 16).
+test_corpus_outcomes sorts every corpus net (these and the ones Caffe built) into outcome
+classes; the reasons are checked here.
 """
 from __future__ import annotations
 
 import re
-import sys
 
 import pytest
 
 import caffelike
 from caffelike.errors import CaffelikeError, DataError, LayerError, NetError, PrototxtError
 
-from .conftest import GOLDEN, load_json
+from .corpus_nets import CORPUS, MISSING_MODULE, SKIPPED_ROWS as ROWS, hide_missing_modules
 
-CORPUS = GOLDEN.parent / "data" / "corpus"
-ROWS = load_json(GOLDEN / "shapes" / "skipped.json")["nets"]
-
-MISSING_MODULE = re.compile(r"ModuleNotFoundError: No module named '(\S+)'")
 # (pattern on one of Caffe's error lines, caffelike's error class, fragments its message must
 # hold: format strings over the pattern's groups and ``last``, the layer Caffe was creating)
 REASONS: list[tuple[re.Pattern, type, tuple[str, ...]]] = [
@@ -170,9 +167,7 @@ def test_net_caffe_refuses_is_refused_for_its_reason(row, tmp_path, monkeypatch)
     else:
         error, fragments = _expected(row)
     monkeypatch.chdir(tmp_path)  # none of the net's data sources exist here, as for Caffe
-    for line in row["caffe_error"]:  # nor the Python modules Caffe could not import (the test
-        if m := MISSING_MODULE.search(line):  # suite's own tests/layers package is a 'layers')
-            monkeypatch.setitem(sys.modules, m.group(1), None)
+    hide_missing_modules([row], monkeypatch)  # nor the Python modules Caffe could not import
     with pytest.raises(CaffelikeError) as info:
         caffelike.Net(str(CORPUS / row["provenance"]["corpus_file"]), caffelike.TEST)
     message = str(info.value)
