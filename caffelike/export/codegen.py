@@ -9,6 +9,7 @@ variable), returning a dict of the output blobs. The helper classes used are cop
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 from torch import nn
@@ -34,7 +35,7 @@ import torch
 
 def _literal(value: Any) -> str:
     if isinstance(value, float):
-        return repr(value)
+        return repr(value) if math.isfinite(value) else f"float({str(value)!r})"
     if isinstance(value, tuple):
         inner = ", ".join(_literal(v) for v in value)
         return f"({inner},)" if len(value) == 1 else f"({inner})"

@@ -68,8 +68,11 @@ class _Names:
         return out
 
 
+_MODULE_ATTRIBUTES = frozenset(dir(nn.Module()))  # class and instance names (forward, training, ...)
+
+
 def _is_attribute_of_module(name: str) -> bool:
-    return hasattr(nn.Module, name) or name.startswith("_")
+    return name in _MODULE_ATTRIBUTES or name.startswith("_")
 
 
 def _check_deploy(lay: LayerPlan) -> None:

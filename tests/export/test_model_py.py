@@ -34,3 +34,21 @@ def test_model_py_imports_torch_only_and_has_one_line_per_layer() -> None:
     deploy_layers = pathlib.Path(BOOK_DEPLOY).read_text().count("layer {") - 1  # less the Input
     assert [a.arg for a in forward.args.args] == ["self", "data"]
     assert len(forward.body) == deploy_layers + 1  # one line per layer, then the return
+
+
+def test_names_are_sanitised_uniquely_with_the_original_in_a_comment(tmp_path: pathlib.Path) -> None:
+    model = tmp_path / "deploy.prototxt"
+    model.write_text(
+        'layer { name: "in" type: "Input" top: "class" input_param { shape { dim: 1 dim: 2 } } }\n'
+        'layer { name: "conv1/dw" type: "ReLU" bottom: "class" top: "a/b" }\n'
+        'layer { name: "conv1_dw" type: "Sigmoid" bottom: "a/b" top: "a_b" }\n'
+        'layer { name: "forward" type: "TanH" bottom: "a_b" top: "a_b" }\n')
+    net = Net(str(model), caffelike.TEST)
+    source = generate(describe(net.graph))
+    ast.parse(source)
+    assert "self.conv1_dw = torch.nn.ReLU()  # conv1/dw" in source
+    assert "self.conv1_dw_2 = torch.nn.Sigmoid()  # conv1_dw" in source
+    assert "def forward(self, class_):" in source
+    assert "a_b_2 = self.conv1_dw_2(a_b)\n        a_b_2 = self.forward_(a_b_2)\n" in source
+    assert "return {'a_b': a_b_2}" in source
+    assert list(net.to_torch()(__import__("torch").zeros(1, 2))) == ["a_b"]

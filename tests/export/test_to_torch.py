@@ -93,3 +93,15 @@ def test_ddp_one_process_smoke(tmp_path) -> None:
         assert model.module.ip2.weight.grad is not None
     finally:
         dist.destroy_process_group()
+
+
+def test_an_optimized_net_exports_its_unfolded_layers() -> None:
+    """``Net(..., optimize=True)`` runs folded stand-ins; the export reads the original layers."""
+    d = GOLDEN / "nets" / "simpleconv3"
+    net = caffelike.Net(str(d / "net.prototxt"), caffelike.TEST, weights=str(d / "weights.caffemodel"), optimize=True)
+    data = np.load(d / "data.npz")
+    plain = net.to_torch()
+    assert hasattr(plain, "conv1_bn") and hasattr(plain, "conv1_scale")
+    with torch.no_grad():
+        prob = plain(torch.from_numpy(data["input__data"]))["prob"]
+    assert_close_scaled(prob.numpy(), data["output__prob"], "optimized net's export")
