@@ -211,5 +211,12 @@ class Swish(torch.nn.Module):
         return x * torch.sigmoid(self.beta * x)
 
 
+class AbsVal(torch.nn.Module):
+    """Caffe AbsVal: |x|."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.abs()
+
+
 # What a helper's source needs besides itself (copied before it into model.py).
 SUPPORT: dict[type[torch.nn.Module], tuple] = {Scale: (_line_up,), Bias: (_line_up,)}

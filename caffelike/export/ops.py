@@ -271,6 +271,19 @@ def tanh(layer: Layer) -> TorchOp:
     return TorchOp(nn.Tanh)
 
 
+@torch_op("AbsVal")
+def absval(layer: Layer) -> TorchOp:
+    """The AbsVal helper (torch has no module for |x|)."""
+    return TorchOp(helpers.AbsVal)
+
+
+@torch_op("BNLL")
+def bnll(layer: Layer) -> TorchOp:
+    """torch.nn.Softplus: log(1 + exp(x)); above its threshold 20 it returns x, where Caffe's
+    x + log(1 + exp(-x)) rounds to x in float32 too."""
+    return TorchOp(nn.Softplus)
+
+
 @torch_op("ELU")
 def elu(layer: Layer) -> TorchOp:
     """torch.nn.ELU(alpha)."""
