@@ -3,7 +3,8 @@
 ``import caffelike as caffe`` gives pycaffe's surface: ``Net``, ``TRAIN``/``TEST``,
 ``set_mode_cpu``/``set_mode_gpu``, ``io``, the solvers, ``Layer`` for Python layers,
 ``NetSpec`` (``layers``/``params``), ``Classifier``/``Detector``, ``draw``, ``coord_map``,
-``Timer``, ``init_log``/``log``, ``has_nccl``/``NCCL`` and the solver count/rank settings. Names are imported lazily, so the command-line tools
+``Timer``, ``init_log``/``log``, ``has_nccl``/``NCCL`` and the solver count/rank settings;
+beyond pycaffe, ``to_torch(net)`` (a plain ``torch.nn.Module``). Names are imported lazily, so the command-line tools
 that need no torch start fast.
 """
 from __future__ import annotations
@@ -51,6 +52,7 @@ _LAZY: dict[str, str] = {
     "io": "caffelike.io",
     "proto": "caffelike.proto",
     "errors": "caffelike.errors",
+    "to_torch": "caffelike.export:to_torch",
 }
 
 

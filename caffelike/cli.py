@@ -29,7 +29,7 @@ COMMANDS: dict[str, str] = {
     "convert_imageset": "convert an image list into an LMDB of Datum records",
     "compute_image_mean": "compute the mean image of an LMDB into a .binaryproto",
     "classify": "classify images with a deploy net and weights",
-    "export": "export a deploy net and weights to ONNX",
+    "export": "export a deploy net and weights to ONNX, plain PyTorch or torch.export (pt2)",
     "extract_features": "extract blobs of a net into LMDB or HDF5",
     "draw_net": "draw a net as a graph (needs graphviz)",
 }

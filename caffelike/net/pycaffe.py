@@ -439,6 +439,13 @@ class Net(nn.Module):
 
         return net_to_proto(self.graph, write_diff)
 
+    def to_torch(self) -> torch.nn.Module:
+        """A plain ``torch.nn.Module`` with this net's TEST forward and copies of its weights
+        (:func:`caffelike.export.to_torch`)."""
+        from ..export import to_torch
+
+        return to_torch(self)
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the weights as a binary .caffemodel real Caffe reads."""
         from ..io import write_caffemodel

@@ -1,6 +1,7 @@
 """A deploy net and its weights as an ONNX model (``caffelike export``).
 
-Builds the TEST-phase net with its weights, traces one forward pass on the Input shapes of
+Builds the TEST-phase net with its weights, traces one forward pass (of the plain module of
+:func:`caffelike.export.to_torch` when the exporter covers every layer) on the Input shapes of
 the prototxt and writes an ONNX model whose inputs are the net's inputs and whose outputs
 are the net's outputs (same names as the Caffe blobs). ``--check`` then runs the file with
 onnxruntime (if installed) on random input and compares with caffelike's own forward.
@@ -13,8 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import CaffelikeError
-from .glog import get_logger
+from ..errors import CaffelikeError
+from ..glog import get_logger
 
 log = get_logger("export")
 
@@ -25,7 +26,7 @@ def export(model: str, weights: str | None, out: str, opset: int = 17, batch: in
     import torch
 
     import caffelike as caffe
-    from .accel import NetOutputs
+    from ..accel import NetOutputs
 
     net = caffe.Net(model, caffe.TEST, weights=weights) if weights else caffe.Net(model, caffe.TEST)
     net.eval()
@@ -43,7 +44,7 @@ def export(model: str, weights: str | None, out: str, opset: int = 17, batch: in
         if batch:
             shape[0] = batch
         examples.append(torch.zeros(shape, dtype=torch.float32))
-    module = NetOutputs(net, inputs, outs)
+    module = _plain_outputs(net, outs) or NetOutputs(net, inputs, outs)
     dynamic_axes = {n: {0: "batch"} for n in (*inputs, *outs)} if dynamic_batch else None
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
@@ -56,6 +57,21 @@ def export(model: str, weights: str | None, out: str, opset: int = 17, batch: in
                           do_constant_folding=True)
     log.info("Wrote %s (inputs %s, outputs %s)", out, ", ".join(inputs), ", ".join(outs))
     return inputs, outs
+
+
+def _plain_outputs(net, outputs: Sequence[str]):
+    """The plain module (:func:`caffelike.export.to_torch`) returning ``outputs`` as a tuple, when
+    the exporter covers every layer and ``outputs`` are the net's; else None (trace the net).
+    The plain module has no shape-dependent Python (e.g. global pooling), so more nets trace."""
+    from ..errors import LayerError
+    from .module import OutputTuple, to_torch
+
+    if list(outputs) != list(net.outputs):
+        return None
+    try:
+        return OutputTuple(to_torch(net), outputs)
+    except LayerError:
+        return None
 
 
 def check(model: str, weights: str | None, onnx_path: str, seed: int = 0,
