@@ -385,7 +385,8 @@ class Dropout(Layer):
     """TRAIN: x * Bernoulli(1 - ratio) * 1/(1 - ratio); TEST: identity.
 
     Caffe semantics: the phase fixed at construction decides, not ``nn.Module.training``.
-    Golden ``Dropout__test_r0.5``.
+    Golden ``Dropout__test_r0.5``. SegNet's ``sample_weights_test`` (alexgkendall/caffe-segnet,
+    Bayesian SegNet) drops in TEST as in TRAIN.
     """
 
     def __init__(self, *args, **kwargs):
@@ -395,9 +396,10 @@ class Dropout(Layer):
             raise self.error(f"dropout_ratio {ratio:g} out of range; expected 0 <= ratio < 1")
         self.ratio = _f32(ratio)
         self.scale = _f32(1.0 / (1.0 - self.ratio))
+        self.drops = self.phase == TRAIN or self.param.dropout_param.sample_weights_test
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        if self.phase != TRAIN:
+        if not self.drops:
             return [x.view_as(x)]
         if x.device.type == "meta":
             return [torch.empty_like(x)]
