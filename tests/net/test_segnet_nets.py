@@ -147,3 +147,20 @@ def test_lim0606_googlenet_bn_deploy_equals_opencv(tmp_path: pathlib.Path) -> No
     theirs = cv_net.forward("prob")
     assert ours.shape == theirs.shape == (1, 1000)
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,label", [("enet_train_encoder.prototxt", (4, 1, 64, 128)),
+                                        ("enet_train_encoder_decoder.prototxt", (3, 1, 512, 1024))])
+def test_enet_train_nets_build_in_train(tmp_path: pathlib.Path, enet_python, name: str, label) -> None:
+    """ENet's training nets: DenseImageData resizing to 512x1024 (the encoder's label divided by
+    label_divide_factor 8), BN in LEARN, its Python spatial dropout in TRAIN."""
+    rng = np.random.default_rng(7)
+    cv2.imwrite(str(tmp_path / "0.png"), rng.integers(0, 256, (40, 80, 3), dtype=np.uint8))
+    cv2.imwrite(str(tmp_path / "0_l.png"), rng.integers(0, 19, (40, 80), dtype=np.uint8))
+    (tmp_path / "list.txt").write_text(f"{tmp_path / '0.png'} {tmp_path / '0_l.png'}\n")
+    text = re.sub(r'source: "[^"]*"', f'source: "{tmp_path / "list.txt"}"', (ENET / name).read_text())
+    path = tmp_path / name
+    path.write_text(text)
+    net = caffelike.Net(str(path), caffelike.TRAIN, fill=False)
+    assert net.blobs["data"].data.shape == (label[0], 3, 512, 1024)
+    assert net.blobs["label"].data.shape == label
