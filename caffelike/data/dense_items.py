@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import DataError, Where
 from ..io.image_list import FieldLine
+from ..proto import caffe_pb2
 from .fork_items import PairItems, _read_map
 from .transformer import DataTransformer, Draw
 
@@ -34,8 +35,8 @@ class DenseItems(PairItems):
     pixel values. Without a resize or crop, image and label must be the same size.
     """
 
-    def __init__(self, lines: list[FieldLine], source: str, p, transformer: DataTransformer,
-                 where: Where):
+    def __init__(self, lines: list[FieldLine], source: str, p: caffe_pb2.DenseImageDataParameter,
+                 transformer: DataTransformer, where: Where):
         super().__init__(lines, source, p.root_folder, where)
         self.new_height, self.new_width, self.is_color = int(p.new_height), int(p.new_width), p.is_color
         self.crop = (int(p.crop_height), int(p.crop_width))
@@ -98,8 +99,8 @@ class EdgeMapItems(PairItems):
     scale; the label is ``edge / 255`` rounded (0 or 1) with the same crop and mirror.
     """
 
-    def __init__(self, lines: list[FieldLine], source: str, p, transformer: DataTransformer,
-                 where: Where):
+    def __init__(self, lines: list[FieldLine], source: str, p: caffe_pb2.ImageDataParameter,
+                 transformer: DataTransformer, where: Where):
         super().__init__(lines, source, p.root_folder, where)
         self.new_height, self.new_width, self.is_color = int(p.new_height), int(p.new_width), p.is_color
         self.transformer = transformer

@@ -19,7 +19,7 @@ from .data import StreamingDataLayer
 log = get_logger("data")
 
 
-def _open(layer: StreamingDataLayer, p, items_cls):
+def _open(layer: StreamingDataLayer, p, items_cls: type[DenseItems] | type[EdgeMapItems]):
     """Check the size fields, build the transformer, read the list and the first entry's shapes."""
     if (p.new_height == 0) != (p.new_width == 0):
         raise layer.error("new_height and new_width must be set together")
