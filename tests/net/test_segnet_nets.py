@@ -74,6 +74,11 @@ def test_enet_deploy_runs_on_generated_weights(tmp_path: pathlib.Path, enet_pyth
     assert top.shape == (1, 19, 32, 64) and np.isfinite(top).all() and np.std(top) > 0
     kinds = {layer.type for layer in net.layers}
     assert {"BN", "Upsample"} <= kinds
+    if name == "enet_deploy_final.prototxt":  # BN blobs and params round-trip through a caffemodel
+        weights = tmp_path / "w.caffemodel"
+        net.save(str(weights))
+        again = caffelike.Net(str(_small_enet(tmp_path, name)), caffelike.TEST, weights=str(weights))
+        np.testing.assert_array_equal(np.array(again.forward(data=x)[next(iter(out))]), top)
 
 
 def test_enet_deploy_without_its_python_module_fails_as_caffe_would() -> None:
