@@ -97,6 +97,22 @@ class BN(Layer):
             param.param[index].lr_mult = 0.0
             param.param[index].decay_mult = 0.0
 
+    def affine(self, channels: int) -> tuple[Tensor, Tensor] | None:
+        """Per-channel ``(scale, shift)`` in float64 where this BN is an affine map (deploy
+        folding): SegNet's INFERENCE (its blobs), PSPNet's stored statistics (TEST or frozen:
+        ``slope / sqrt(var + eps)`` and ``bias - mean * that``); None with batch statistics or
+        statistics tops."""
+        if len(self.param.top) > 1 or self.blobs[0].shape[1] != channels:
+            return None
+        blobs = [b.detach().to(torch.float64).reshape(-1) for b in self.blobs]
+        if self.pspnet:
+            if not self.frozen and self.phase == TRAIN:
+                return None
+            slope, bias, mean, var = blobs
+            scale = slope / torch.sqrt(var + self.eps)
+            return scale, bias - mean * scale
+        return None if self.learn else (blobs[0], blobs[1])
+
     def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
         stats = (1, int(bottom_shapes[0][1]), 1, 1)
         return [tuple(bottom_shapes[0])] + [stats] * (len(self.param.top) - 1)

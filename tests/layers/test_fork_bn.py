@@ -211,3 +211,47 @@ def test_opencv_dnn_has_no_caffe_bn(tmp_path: pathlib.Path) -> None:
         cv_net = cv2.dnn.readNetFromCaffe(str(path))
         cv_net.setInput(np.zeros((2, 2, 3, 3), np.float32))
         cv_net.forward()
+
+
+FOLD_NET = """name: "fold"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 5 dim: 5 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 2 kernel_size: 3 weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "bn" type: "BN" bottom: "conv" top: "conv" %s }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+"""
+
+
+@pytest.mark.parametrize("extra", ["bn_param { bn_mode: INFERENCE }", PSP % "frozen: true", PSP % ""])
+def test_bn_with_fixed_statistics_folds_into_the_convolution(tmp_path: pathlib.Path, extra: str) -> None:
+    """Deploy folding (Net(optimize=True)) uses BN's affine map: the fork formulas above, as a
+    per-channel x * scale + shift; the folded net gives the unfolded net's output."""
+    path = tmp_path / "net.prototxt"
+    path.write_text(FOLD_NET % extra)
+    plain = caffelike.Net(str(path), caffelike.TEST)
+    stats = [[1.5, -0.5], [0.25, 1.0], [0.3, -0.2], [2.0, 0.5]]
+    for blob, value in zip(plain.params["bn"], stats):
+        blob.data[...] = np.asarray(value, np.float32).reshape(blob.data.shape)
+    weights = tmp_path / "w.caffemodel"
+    plain.save(str(weights))
+    folded = caffelike.Net(str(path), caffelike.TEST, weights=str(weights), optimize=True)
+    assert {lay.name: type(m).__name__ for lay, m in folded.graph.pairs()}["bn"] == "PassThrough"
+    x = np.random.default_rng(8).normal(size=(2, 3, 5, 5)).astype(np.float32)
+    expected = np.array(plain.forward(data=x)["conv"])
+    np.testing.assert_allclose(np.array(folded.forward(data=x)["conv"]), expected, rtol=1e-5, atol=1e-5)
+    layer = _layer(extra)
+    _set(layer, *stats[:len(layer.blobs)])
+    scale, shift = (t.numpy() for t in layer.affine(2))
+    if layer.pspnet:
+        slope, bias, mean, var = (np.array(v) for v in stats)
+        np.testing.assert_allclose(scale, slope / np.sqrt(var + 1e-5), rtol=1e-6)
+        np.testing.assert_allclose(shift, bias - mean * slope / np.sqrt(var + 1e-5), rtol=1e-6)
+    else:
+        np.testing.assert_allclose(scale, stats[0])
+        np.testing.assert_allclose(shift, stats[1])
+
+
+def test_bn_with_batch_statistics_does_not_fold() -> None:
+    assert _layer("bn_param { bn_mode: LEARN }").affine(2) is None
+    assert _layer(PSP % "", caffelike.TRAIN).affine(2) is None
+    assert _layer("bn_param { bn_mode: INFERENCE }", tops=2).affine(2) is None
