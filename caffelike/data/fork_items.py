@@ -39,26 +39,17 @@ def _read_map(path: str, kind: str, new_height: int, new_width: int, is_color: b
     return img
 
 
-class LabelMapItems:
-    """ImageSegData/ImageProbData items: an image and its label map, transformed together.
+class PairItems:
+    """``image labelmap`` entries of a list file (2 whitespace-split fields a line), with their
+    file:line locations; the base of every image + label-map loader (this fork's and others')."""
 
-    ``factor`` multiplies the label values (None for ImageSegData; ImageProbData's 0.0039).
-    ``shape`` (set by the layer from the first item) is the size every item must give, as the
-    fork's label blob keeps its set-up size.
-    """
-
-    def __init__(self, lines: list[FieldLine], source: str, root: str, new_height: int,
-                 new_width: int, is_color: bool, transformer: DataTransformer,
-                 geometry: SegGeometry, factor: float | None, where: Where):
+    def __init__(self, lines: list[FieldLine], source: str, root: str, where: Where):
         self.source, self.root, self.where = source, root, where
         for line in lines:
             if len(line.fields) != 2:
                 raise DataError(f"expected 'image labelmap' (2 fields), got {len(line.fields)}: "
                                 f"'{' '.join(line.fields)}'", source_where(where, source, line.line))
         self.entries = [(line.fields[0], line.fields[1], line.line) for line in lines]
-        self.new_height, self.new_width, self.is_color = new_height, new_width, is_color
-        self.transformer, self.geometry, self.factor = transformer, geometry, factor
-        self.shape: tuple[int, int] | None = None
         for index, (image, label, _) in enumerate(self.entries if paths_are_strict() else ()):
             refusal = strict_path_error(root, image) or strict_path_error(root, label)
             if refusal:
@@ -73,6 +64,34 @@ class LabelMapItems:
     def describe(self, index: int) -> str:
         return f"{self.source}:{self.entries[index][2]}: image '{self.root + self.entries[index][0]}'"
 
+    def fetch(self, index: int) -> int:
+        return index
+
+    @contextlib.contextmanager
+    def _failure_at(self, index: int) -> Iterator[None]:
+        try:
+            yield
+        except TransformFailure as exc:
+            raise DataError(f"image '{self.root + self.entries[index][0]}': {exc}",
+                            self._where(index)) from None
+
+
+class LabelMapItems(PairItems):
+    """ImageSegData/ImageProbData items: an image and its label map, transformed together.
+
+    ``factor`` multiplies the label values (None for ImageSegData; ImageProbData's 0.0039).
+    ``shape`` (set by the layer from the first item) is the size every item must give, as the
+    fork's label blob keeps its set-up size.
+    """
+
+    def __init__(self, lines: list[FieldLine], source: str, root: str, new_height: int,
+                 new_width: int, is_color: bool, transformer: DataTransformer,
+                 geometry: SegGeometry, factor: float | None, where: Where):
+        super().__init__(lines, source, root, where)
+        self.new_height, self.new_width, self.is_color = new_height, new_width, is_color
+        self.transformer, self.geometry, self.factor = transformer, geometry, factor
+        self.shape: tuple[int, int] | None = None
+
     def maps(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The image ``(H, W, C)`` and label map ``(H, W, 1)`` of entry ``index``, as read."""
         image, label, _ = self.entries[index]
@@ -84,9 +103,6 @@ class LabelMapItems:
             raise DataError(f"label map '{self.root + label}' is {lab.shape[0]}x{lab.shape[1]} but "
                             f"its image is {img.shape[0]}x{img.shape[1]}; expected the same size", where)
         return img, lab
-
-    def fetch(self, index: int) -> int:
-        return index
 
     def load(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         img, lab = self.maps(index)
@@ -125,14 +141,6 @@ class LabelMapItems:
         img, _ = self.maps(index)
         crop = self.geometry.crop
         return (img.shape[2], crop, crop) if crop else (img.shape[2], img.shape[0], img.shape[1])
-
-    @contextlib.contextmanager
-    def _failure_at(self, index: int) -> Iterator[None]:
-        try:
-            yield
-        except TransformFailure as exc:
-            raise DataError(f"image '{self.root + self.entries[index][0]}': {exc}",
-                            self._where(index)) from None
 
 
 class RegressionItems(ImageListItems):

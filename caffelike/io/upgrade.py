@@ -53,6 +53,7 @@ V1_TYPES: dict[str, str] = {
     "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss", "SILENCE": "Silence",
     "SOFTMAX": "Softmax", "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split", "SLICE": "Slice",
     "TANH": "TanH", "WINDOW_DATA": "WindowData", "THRESHOLD": "Threshold",
+    "BN": "BN",  # ChenglongChen's BN (lim0606's GoogLeNet-BN nets; issue 16)
 }
 
 _ANY = "*"  # a V0 field that applies to every layer type
@@ -110,7 +111,7 @@ V1_COPIED_PARAMS: tuple[str, ...] = (
     "infogain_loss_param", "inner_product_param", "lrn_param", "memory_data_param", "mvn_param",
     "pooling_param", "power_param", "relu_param", "sigmoid_param", "softmax_param",
     "slice_param", "tanh_param", "threshold_param", "window_data_param", "transform_param",
-    "loss_param",
+    "loss_param", "bn_param",
 )
 
 # V1 data layer types whose own parameter message held the transform fields.

@@ -207,6 +207,10 @@ class Layer(nn.Module):
         top in place), with the same values and gradients; None when they cannot fuse."""
         return None
 
+    def set_up_param(self, param: caffe_pb2.LayerParameter) -> None:
+        """Rewrite the net's copy of this layer's parameter as the layer's LayerSetUp does to its
+        ``layer_param_`` (e.g. PSPNet's BN fixing lr_mult); ``param`` has one spec per blob or fewer."""
+
     def to_channels_last(self) -> bool:
         """Store the blobs that profit from it channels_last; whether anything changed."""
         return False

@@ -131,23 +131,26 @@ class _SoftmaxLossFn(torch.autograd.Function):
     """Softmax + log loss over (outer, C, inner) with Caffe's backward (prob - onehot)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, labels: Tensor, valid: Tensor, mode: int) -> Tensor:
+    def forward(ctx, x: Tensor, labels: Tensor, valid: Tensor, mode: int,
+                class_weights: Tensor | None = None) -> Tensor:
         outer, c, inner = x.shape
         prob = torch.softmax(x, dim=1)
         safe = torch.where(valid, labels, torch.zeros_like(labels))
         picked = prob.gather(1, safe.unsqueeze(1)).squeeze(1)
         logs = torch.log(torch.clamp(picked, min=FLT_MIN))
-        loss, ctx.norm = _masked_loss(logs, valid, mode, outer, inner)
-        ctx.save_for_backward(prob, safe, valid)
+        # SegNet's class_weighting: each item's term (and gradient) times its label's weight
+        weight = valid.to(x.dtype) if class_weights is None else valid * class_weights.to(x.device, x.dtype)[safe]
+        loss, ctx.norm = _masked_loss(logs * weight, valid, mode, outer, inner)
+        ctx.save_for_backward(prob, safe, weight)
         return loss
 
     @staticmethod
     def backward(ctx, dloss: Tensor):
-        prob, safe, valid = ctx.saved_tensors
+        prob, safe, weight = ctx.saved_tensors
         grad = prob.clone()
         grad.scatter_add_(1, safe.unsqueeze(1), -torch.ones_like(prob[:, :1]))
-        grad = grad * valid.unsqueeze(1).to(grad.dtype)
-        return grad * (dloss / ctx.norm), None, None, None
+        grad = grad * weight.unsqueeze(1)
+        return grad * (dloss / ctx.norm), None, None, None, None
 
 
 @register_layer("SoftmaxWithLoss", bottoms=2, tops=(1, 2), loss=True)
@@ -158,14 +161,25 @@ class SoftmaxWithLoss(LossLayer):
     FULL, VALID (default), BATCH_SIZE, NONE, or the legacy ``normalize`` bool; the normaliser
     is max(1, n). Caffe semantics: probabilities are clipped at FLT_MIN in the log; this
     commit cannot build the layer with a second (prob) top (loss_weight count check), and
-    neither can caffelike. Golden ``SoftmaxWithLoss__*``.
+    neither can caffelike. Golden ``SoftmaxWithLoss__*``. SegNet/ENet's
+    ``weight_by_label_freqs`` (alexgkendall/caffe-segnet softmax_loss_layer.cpp): each item's
+    term and gradient times ``class_weighting[label]`` (one weight per class), the normaliser
+    unchanged (tests/layers/test_fork_loss.py).
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.mode = _normalization(self, Norm.VALID)
         self.ignore = _ignore_label(self)
-        self._check_labels(self.bottom_shapes)
+        _, c, _ = self._check_labels(self.bottom_shapes)
+        lp = self.param.loss_param
+        weights = None
+        if lp.weight_by_label_freqs:
+            if len(lp.class_weighting) != c:
+                raise self.error(f"{len(lp.class_weighting)} class_weighting values for {c} classes; "
+                                 "weight_by_label_freqs needs one per class")
+            weights = torch.tensor(list(lp.class_weighting), dtype=torch.float32)
+        self.register_buffer("class_weights", weights, persistent=False)
 
     def _check_tops(self) -> None:
         if len(self.param.top) > 1:
@@ -189,7 +203,7 @@ class SoftmaxWithLoss(LossLayer):
         outer, c, inner = self._check_labels([tuple(x.shape), tuple(label.shape)])
         labels = _labels(label).reshape(outer, inner)
         valid = _label_mask(labels, self.ignore, c, self)
-        return [_SoftmaxLossFn.apply(x.reshape(outer, c, inner), labels, valid, self.mode)]
+        return [_SoftmaxLossFn.apply(x.reshape(outer, c, inner), labels, valid, self.mode, self.class_weights)]
 
 
 class _InfogainFn(torch.autograd.Function):

@@ -387,6 +387,8 @@ class Dropout(Layer):
     Caffe semantics: the phase fixed at construction decides, not ``nn.Module.training``.
     Golden ``Dropout__test_r0.5``. ``scale_train: false`` (rbgirshick/caffe-fast-rcnn's
     dropout_layer.cpp) moves the scaling to TEST: TRAIN x * Bernoulli, TEST x * (1 - ratio).
+    SegNet's ``sample_weights_test`` (alexgkendall/caffe-segnet, Bayesian SegNet) drops in
+    TEST as in TRAIN.
     """
 
     def __init__(self, *args, **kwargs):
@@ -397,9 +399,10 @@ class Dropout(Layer):
         self.ratio = _f32(ratio)
         self.scale = _f32(1.0 / (1.0 - self.ratio))
         self.scale_train = bool(self.param.dropout_param.scale_train)
+        self.drops = self.phase == TRAIN or self.param.dropout_param.sample_weights_test
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        if self.phase != TRAIN:
+        if not self.drops:
             return [x.view_as(x) if self.scale_train else x * _f32(1.0 / self.scale)]
         if x.device.type == "meta":
             return [torch.empty_like(x)]

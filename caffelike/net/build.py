@@ -107,8 +107,9 @@ class ParamTable:
         return [[spec.lr_mult != 0 for spec in specs] for specs in self.specs]
 
 
-def _set_up_param(lay: LayerPlan, n_blobs: int) -> caffe_pb2.LayerParameter:
+def _set_up_param(lay: LayerPlan, module: Layer) -> caffe_pb2.LayerParameter:
     """The layer's parameter with one spec per blob; statistics blobs get Caffe's fixed lr_mult 0."""
+    n_blobs = len(module.blobs)
     if len(lay.param.param) > n_blobs:
         raise NetError(f"too many param specs: {len(lay.param.param)} given, the layer has "
                        f"{n_blobs} parameter blobs", lay.where)
@@ -117,6 +118,7 @@ def _set_up_param(lay: LayerPlan, n_blobs: int) -> caffe_pb2.LayerParameter:
     if lay.info.stats_blobs:  # Caffe's BatchNorm adds them to its own layer_param_ (the layer refuses others)
         while len(out.param) < n_blobs:
             out.param.add(lr_mult=0.0)
+    module.set_up_param(out)
     return out
 
 
@@ -182,7 +184,7 @@ def setup_params(plan: NetPlan, modules: Sequence[Layer]) -> ParamTable:
     all_specs: list[tuple[caffe_pb2.ParamSpec, ...]] = []
     layer_params: list[caffe_pb2.LayerParameter] = []
     for li, (lay, module) in enumerate(zip(plan.layers, modules)):
-        set_up = _set_up_param(lay, len(module.blobs))
+        set_up = _set_up_param(lay, module)
         layer_params.append(set_up)
         mine_owners: list[tuple[int, int] | None] = []
         specs = _padded_specs(set_up, len(module.blobs))

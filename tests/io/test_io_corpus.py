@@ -4,7 +4,8 @@ Expected failures come from real Caffe: `FAIL` rows of golden/upgrade/index.tsv,
 rows of golden/shapes/skipped.json (Caffe's own file:line:col), and the MANIFEST's "strict text
 parse: FAIL" notes for fork-only fields. Files that failed in Caffe only because of the book
 fork's TransformationParameter fields (min_side_min, ...) or of a fork field listed in
-FORK_FIELDS_IN_SCHEMA (DenseNet's pooling_param.ceil_mode, issue 16) parse here: caffelike's
+FORK_FIELDS_IN_SCHEMA (DenseNet's pooling_param.ceil_mode, SegNet/ENet's bn_param and
+dense_image_data_param; issue 16) parse here: caffelike's
 caffe.proto adds exactly those fields (proto/caffe.proto header).
 """
 from __future__ import annotations
@@ -34,10 +35,6 @@ ROWS = [row for row in csv.DictReader((CORPUS / "MANIFEST.tsv").open(), delimite
 # file -> (line, column, field, message, layer text or "") of the first fork-only field.
 FORK_FIELDS: dict[str, tuple[int, int, str, str, str]] = {
     "BVLC__caffe@v1/examples/mnist/lenet_stepearly_solver.prototxt": (18, 1, "stepearly", "SolverParameter", ""),
-    "TimoSaemann__ENet/prototxts/enet_deploy.prototxt": (65, 3, "bn_param", "LayerParameter", " of layer 'bn0_1' (BN)"),
-    "TimoSaemann__ENet/prototxts/enet_deploy_final.prototxt": (65, 3, "bn_param", "LayerParameter", " of layer 'bn0_1' (BN)"),
-    "TimoSaemann__ENet/prototxts/enet_train_encoder.prototxt": (7, 3, "dense_image_data_param", "LayerParameter", " of layer 'data' (DenseImageData)"),
-    "TimoSaemann__ENet/prototxts/enet_train_encoder_decoder.prototxt": (7, 3, "dense_image_data_param", "LayerParameter", " of layer 'data' (DenseImageData)"),
     "chuanqi305__MobileNet-SSD/voc/MobileNetSSD_deploy.prototxt": (1177, 3, "permute_param", "LayerParameter", " of layer 'conv11_mbox_loc_perm' (Permute)"),
     "chuanqi305__MobileNet-SSD/voc/MobileNetSSD_train.prototxt": (16, 5, "resize_param", "TransformationParameter", " of layer 'data' (AnnotatedData)"),
     "chuanqi305__MobileNet-SSD/voc/MobileNetSSD_test.prototxt": (15, 5, "resize_param", "TransformationParameter", " of layer 'data' (AnnotatedData)"),
@@ -47,8 +44,6 @@ FORK_FIELDS: dict[str, tuple[int, int, str, str, str]] = {
     # (filter_stride, DeepLab/ParseNet's dilation, is in our schema since issue 16; the next fork field stops it)
     "natanielruiz__net-archive/parsenet/VGG_VOC2012ext.prototxt": (538, 3, "norm_param", "LayerParameter", " of layer 'fc7_norm' (Normalize)"),
     "natanielruiz__net-archive/parsenet/VGG_VOC2012ext_solver.prototxt": (4, 1, "eval_type", "SolverParameter", ""),
-    **{f"alexgkendall__SegNet-Tutorial/Models/{name}.prototxt": (7, 3, "dense_image_data_param", "LayerParameter", " of layer 'data' (DenseImageData)")
-       for name in ("segnet_train", "segnet_inference", "bayesian_segnet_basic_inference")},
 }
 
 # Files BVLC Caffe refuses for a fork field that our schema holds (issue 16): they parse here.
@@ -63,6 +58,12 @@ FORK_FIELDS_IN_SCHEMA: dict[str, str] = {
     "rbgirshick__py-faster-rcnn/models/pascal_voc/VGG_CNN_M_1024/faster_rcnn_end2end/test.prototxt": "roi_pooling_param",
     "rbgirshick__py-faster-rcnn/models/pascal_voc/VGG_CNN_M_1024/faster_rcnn_end2end/train.prototxt": "smooth_l1_loss_param",
     "rbgirshick__py-faster-rcnn/models/pascal_voc/VGG16/fast_rcnn/test.prototxt": "roi_pooling_param",
+    # SegNet/ENet (issue 16, slice segnet): bn_param 45, dense_image_data_param 46
+    **{f"TimoSaemann__ENet/prototxts/enet_{n}.prototxt": "bn_param" for n in ("deploy", "deploy_final")},
+    **{f"TimoSaemann__ENet/prototxts/enet_{n}.prototxt": "dense_image_data_param"
+       for n in ("train_encoder", "train_encoder_decoder")},
+    **{f"alexgkendall__SegNet-Tutorial/Models/{n}.prototxt": "dense_image_data_param"
+       for n in ("segnet_train", "segnet_inference", "bayesian_segnet_basic_inference")},
 }
 
 # Files real Caffe refuses to parse: the exact one-line error (line:col as Caffe reports them).

@@ -57,6 +57,10 @@ CAFFE_LONG_FIELDS = ("min_side_min", "margin_inner_product_param", "largemargin_
 # BVLC Caffe lacks the fork's data layers, which caffelike has (issue 14): it reads on to the
 # missing list file.
 CAFFE_LONG_DATA_LAYERS = ("ImageSegData", "ImageProbData", "ImageRegressionData")
+# Likewise SegNet/ENet's fields and HED's data layer (issue 16): caffelike reads on to the
+# missing list file or Python module.
+SEGNET_FIELDS = ("bn_param", "dense_image_data_param")
+SEGNET_DATA_LAYERS = ("ImageLabelmapData",)
 DIFFERENT_BY_DESIGN: dict[str, tuple[type, tuple[str, ...]]] = {
     "longpeng2008__yousan.ai/face_book_ch7_age/mobilenet_train.prototxt":
         (DataError, ("layer 'data' (ImageRegressionData)", "cannot open image list 'utkfacegood_val.txt'")),
@@ -80,6 +84,17 @@ DIFFERENT_BY_DESIGN: dict[str, tuple[type, tuple[str, ...]]] = {
         (DataError, ("layer 'data' (ImageData)", "cannot open image list 'val.txt'")),
     "longpeng2008__yousan.ai/imgrec_book_ch4_finegrained/ft_last_layer.prototxt":
         (DataError, ("layer 'data' (ImageData)", "cannot open image list 'test_shuffle.txt'")),
+    "TimoSaemann__ENet/prototxts/enet_deploy.prototxt":
+        (LayerError, ("layer 'drop1_0_3' (Python)", "cannot import Python layer module 'spatial_dropout'")),
+    **{f"TimoSaemann__ENet/prototxts/enet_{n}.prototxt":
+       (DataError, ("layer 'data' (DenseImageData)", "cannot open image list 'ENet/dataset/train_fine_2columns.txt'"))
+       for n in ("train_encoder", "train_encoder_decoder")},
+    **{f"alexgkendall__SegNet-Tutorial/Models/{n}.prototxt":
+       (DataError, ("layer 'data' (DenseImageData)", "cannot open image list", f"CamVid/{lst}.txt'"))
+       for n, lst in (("segnet_train", "train"), ("segnet_inference", "test"),
+                      ("bayesian_segnet_basic_inference", "test"))},
+    "natanielruiz__net-archive/holistically-nested/train_val.prototxt":
+        (DataError, ("layer 'data' (ImageLabelmapData)", "cannot open image list '../../data/HED-BSDS/train_pair.lst'")),
     "natanielruiz__net-archive/hash-codes/train_CIFAR10_48.prototxt":
         (PrototxtError, ("V0 parameter 'det_", "does not apply to layer type 'data'",
                          "Caffe's upgrade refuses it")),
@@ -87,11 +102,14 @@ DIFFERENT_BY_DESIGN: dict[str, tuple[type, tuple[str, ...]]] = {
 
 
 # Caffe stopped at a fork field that our schema holds (issue 16: the forks' pooling_param
-# ceil_mode, false = floor rounding): caffelike builds these nets. net id -> (the field, and a
-# blob whose shape shows the fork's rounding: DenseNet's pool1 (k3 s2 p1 on 112) is 56, not 57).
-BUILT_BY_DESIGN: dict[str, tuple[str, str, tuple[int, ...]]] = {
-    f"shicai__DenseNet-Caffe/DenseNet_{n}.prototxt": ("ceil_mode", "pool1", (1, c, 56, 56))
-    for n, c in ((121, 64), (161, 96), (169, 64), (201, 64))
+# ceil_mode, false = floor rounding; ENet's bn_param): caffelike builds these nets. net id ->
+# (the field, a blob whose shape shows the fork's semantics: DenseNet's pool1 (k3 s2 p1 on 112)
+# is 56, not 57; the net's outputs).
+BUILT_BY_DESIGN: dict[str, tuple[str, str, tuple[int, ...], dict[str, tuple[int, ...]]]] = {
+    **{f"shicai__DenseNet-Caffe/DenseNet_{n}.prototxt": ("ceil_mode", "pool1", (1, c, 56, 56), {"fc6": (1, 1000, 1, 1)})
+       for n, c in ((121, 64), (161, 96), (169, 64), (201, 64))},
+    "TimoSaemann__ENet/prototxts/enet_deploy_final.prototxt":
+        ("bn_param", "upsample5_0_4", (1, 16, 256, 512), {"deconv6_0_0": (1, 19, 512, 1024)}),
 }
 
 # Caffe stopped at a fork layer type that caffelike has (issue 16): these nets build. net id ->
@@ -122,8 +140,8 @@ READ_ON_BY_DESIGN: dict[str, tuple[str, type | None, tuple[str, ...]]] = {
 def _expected(row: dict) -> tuple[type, tuple[str, ...]]:
     """The error class and message fragments Caffe's error lines call for."""
     if row["id"] in DIFFERENT_BY_DESIGN:
-        assert any(any(f in line for f in CAFFE_LONG_FIELDS) or "Unknown parameter det_" in line
-                   or any(f"Unknown layer type: {t} " in line for t in CAFFE_LONG_DATA_LAYERS)
+        assert any(any(f in line for f in CAFFE_LONG_FIELDS + SEGNET_FIELDS) or "Unknown parameter det_" in line
+                   or any(f"Unknown layer type: {t} " in line for t in CAFFE_LONG_DATA_LAYERS + SEGNET_DATA_LAYERS)
                    for line in row["caffe_error"])
         return DIFFERENT_BY_DESIGN[row["id"]]
     for pattern, error, fragments in REASONS:
@@ -144,12 +162,12 @@ def test_every_category_of_refusal_is_covered():
 @pytest.mark.parametrize("row", ROWS, ids=lambda row: row["id"])
 def test_net_caffe_refuses_is_refused_for_its_reason(row, tmp_path, monkeypatch):
     if row["id"] in BUILT_BY_DESIGN:
-        field, blob, shape = BUILT_BY_DESIGN[row["id"]]
+        field, blob, shape, outputs = BUILT_BY_DESIGN[row["id"]]
         assert any(f'has no field named "{field}"' in line for line in row["caffe_error"])
         monkeypatch.chdir(tmp_path)
         net = caffelike.Net(str(CORPUS / row["provenance"]["corpus_file"]), caffelike.TEST)
         assert net.blobs[blob].data.shape == shape
-        assert {k: net.blobs[k].data.shape for k in net.outputs} == {"fc6": (1, 1000, 1, 1)}
+        assert {k: net.blobs[k].data.shape for k in net.outputs} == outputs
         return
     if row["id"] in BUILT_FORK_TYPES:
         kind, blob, shape = BUILT_FORK_TYPES[row["id"]]

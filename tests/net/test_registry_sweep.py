@@ -113,10 +113,18 @@ CASES.update({
     "SmoothL1Loss": (X2 + [("y", (2, 3), 0.1)], "", 1),
 })
 
+# SegNet/ENet/PSPNet/YOLO compute types (issue 16; tests/layers/test_segnet.py, test_fork_bn.py)
+CASES.update({
+    "Upsample": (X4 + [("mask", (2, 3, 4, 4), 5.0)], "upsample_param { scale: 2 }", 1),
+    "BN": (X4, "", 1),
+})
+
 # Types that read or write external data: exercised with real files below.
 SOURCE_TYPES = {"Data", "HDF5Data", "HDF5Output", "ImageData", "MemoryData", "Python", "WindowData"}
 # Caffe_Long's data layers: exercised with real files in tests/data/test_caffe_long_data.py.
 SOURCE_TYPES |= {"ImageSegData", "ImageProbData", "ImageRegressionData"}
+# SegNet's and HED's list layers: tests/data/test_dense_image_data.py.
+SOURCE_TYPES |= {"DenseImageData", "ImageLabelmapData"}
 
 
 def test_layer_type_list_is_sorted_and_complete():

@@ -19,7 +19,8 @@ FACTS = json.loads((pathlib.Path(__file__).resolve().parents[1] / "golden" / "pr
 
 # caffelike's documented additions (proto/caffe.proto header): the book fork's (Caffe_Long)
 # messages and fields, checked field by field in test_proto_caffe_long.py; and the other forks'
-# PoolingParameter.ceil_mode (under a free number), checked in test_proto_forks.py.
+# PoolingParameter.ceil_mode (under a free number), checked in test_proto_forks.py, and the
+# SegNet/ENet/PSPNet/YOLO ones, checked in test_proto_segnet.py.
 ALLOWED_EXTRA_MESSAGES: set[str] = {
     "MarginInnerProductParameter", "KnowledgeDistillationParameter", "LargeMarginInnerProductParameter",
     "ReLU6Parameter", "LabelSpecificRescaleParameter", "LabelSpecificMarginParameter",
@@ -27,7 +28,9 @@ ALLOWED_EXTRA_MESSAGES: set[str] = {
     "LabelSpecificStatisticsParameter", "LabelSpecificAddParameter", "ChannelShuffleParameter",
     "CompactBilinearParameter",
     # issue 16, slice misc (ShuffleNet, MobileNet-YOLO, training_toolbox_caffe)
-    "ShuffleChannelParameter", "ReorgParameter", "RegionParameter"}
+    "ShuffleChannelParameter", "ReorgParameter", "RegionParameter",
+    # SegNet/ENet/PSPNet/YOLO (issue 16): tests/proto/test_proto_segnet.py
+    "UpsampleParameter", "BNParameter", "DenseImageDataParameter"}
 # issue 16, slice rcnn (checked in test_proto_rcnn_forks.py): caffe-fast-rcnn, caffe-rfcn, PSPNet
 # messages; DeepLab/ParseNet's ConvolutionParameter.filter_stride*, caffe-fast-rcnn's
 # DropoutParameter.scale_train
@@ -35,7 +38,10 @@ ALLOWED_EXTRA_MESSAGES |= {"ROIPoolingParameter", "SmoothL1LossParameter", "PSRO
                            "InterpParameter"}
 ALLOWED_EXTRA_FIELD_OWNERS = {"TransformationParameter", "LayerParameter", "ImageDataParameter",
                               "MemoryDataParameter", "SoftmaxParameter", "PoolingParameter",
-                              "ConvolutionParameter", "DropoutParameter"}
+                              "ConvolutionParameter", "DropoutParameter", "LossParameter",
+                              "V1LayerParameter"}
+# enum values added by forks (issue 16): ChenglongChen's V1 BN (its 39 is BVLC's DECONVOLUTION)
+ALLOWED_EXTRA_ENUM_VALUES: dict[str, dict[str, int]] = {"V1LayerParameter.LayerType": {"BN": 1500}}
 
 
 def _descriptor(full_name: str):
@@ -120,4 +126,6 @@ def test_enum_values_match_bvlc(enum: dict) -> None:
         desc = caffe_pb2.DESCRIPTOR.enum_types_by_name[parts[0]]
     else:
         desc = _descriptor(".".join(parts[:-1])).enum_types_by_name[parts[-1]]
-    assert {v.name: v.number for v in desc.values} == enum["values"]
+    extra = ALLOWED_EXTRA_ENUM_VALUES.get(enum["name"], {})
+    assert {v.name: v.number for v in desc.values} == {**enum["values"], **extra}
+    assert not set(extra.values()) & set(enum["values"].values())
