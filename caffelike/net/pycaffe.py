@@ -313,9 +313,21 @@ class Net(nn.Module):
         else:
             with torch.no_grad():
                 values = self._run_with_callbacks(start, end)
+        self._publish(values)
+
+    def _publish(self, values: dict[str, torch.Tensor]) -> None:
+        # The blobs show this pass lazily (copied when read); a blob already read gets its copy
+        # now, since a script may hold its numpy array. Blobs this run did not write keep the
+        # previous pass's values, so those are copied in before that pass is replaced.
+        previous = self._last_pass.values
+        if previous is not None:
+            for name in previous.keys() - values.keys():
+                if name in self._blobs:
+                    self._blobs[name].settle()
+        self._last_pass.hold(values)
         for name, t in values.items():
             blob = self._blobs[name]
-            if not blob.shares_data:  # a Split top: its data is its bottom's
+            if blob.copies_eagerly:
                 blob.store("data", t)
 
     def backward(self, diffs: Sequence[str] | None = None, start: str | None = None,
@@ -402,6 +414,7 @@ class Net(nn.Module):
 
     def reshape(self) -> None:
         """Caffe's Net::Reshape: propagate the (possibly new) input blob shapes through every layer."""
+        self._settle_blobs()  # the last pass's values first, in their old shapes
         shapes = {n: self._blobs[n].shape for n in self.plan.input_names}
         for lay, module in self.graph.pairs():
             if lay.info.is_input:
@@ -413,6 +426,13 @@ class Net(nn.Module):
                 shapes[name] = tuple(int(d) for d in shape)
         for name, shape in shapes.items():
             self._blobs[name].reshape(*shape)
+
+    def _settle_blobs(self) -> None:
+        """Copy every pending last-pass value into its blob and release the pass."""
+        if self._last_pass.values is not None:
+            for blob in self._blobs.values():
+                blob.settle()
+            self._last_pass.hold(None)
 
     def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
         """pycaffe's MemoryData feed (only for nets with a MemoryData layer)."""
