@@ -144,6 +144,7 @@ class Net(nn.Module):
             self._blobs[n].diff_tensor().fill_(w)
         self._views = [LayerView(m) for m in modules]
         self._records: dict[int, LayerRecord] = {}  # each layer's last pycaffe forward (for backward)
+        self._fused_steps: tuple[int, list] = (-1, [])
         self._runner: Callable[[Mapping[str, torch.Tensor] | None], dict[str, torch.Tensor]] | None = None
         self._pycaffe_callbacks: dict[str, list[Callable[[int], Any]]] = {k: [] for k in self._CALLBACK_KINDS}
         log.info("Network initialization done.")
@@ -310,10 +311,23 @@ class Net(nn.Module):
         before, after = self._callbacks("before_forward"), self._callbacks("after_forward")
         if self.graph.records_graph:  # some layer runs backward: record each layer for backward()
             values = record_forward(self.graph, start, end, self._stored, self._records, before, after)
+        elif start == 0 and end == len(self.graph) - 1 and not before and not after:
+            with torch.no_grad():
+                values = self.graph.run_range(start, end, {}, steps=self._whole_pass_steps())
         else:
             with torch.no_grad():
                 values = self._run_with_callbacks(start, end)
         self._publish(values)
+
+    def _whole_pass_steps(self) -> list:
+        # A whole forward without callbacks runs BatchNorm + in-place Scale as one kernel (the
+        # value between them is never visible); partial forwards, callbacks and backward see
+        # every layer. Rebuilt when the graph's modules change (optimize, fusion, sharing).
+        if self._fused_steps[0] != self.graph.version:
+            from .fold import in_place_fusions
+
+            self._fused_steps = (self.graph.version, self.graph.steps_with(in_place_fusions(self.graph)))
+        return self._fused_steps[1]
 
     def _publish(self, values: dict[str, torch.Tensor]) -> None:
         # The blobs show this pass lazily (copied when read); a blob already read gets its copy
