@@ -433,6 +433,8 @@ def ave_pool(x: torch.Tensor, g: PoolGeometry) -> torch.Tensor:
     """
     h, w = x.shape[-2:]
     out = g.out_size(h, w)
+    if g.kernel == (h, w) and not any(g.pad):  # global: a plain mean, fastest in NCHW
+        return F.avg_pool2d(x, kernel_size=g.kernel, stride=g.stride, ceil_mode=True)
     if _torch_windows_match(g, h, w, out):
         # torch's ceil-mode divisor also counts padded cells and clips at size + pad: Caffe's.
         return _pooled_in_channels_last(lambda t: F.avg_pool2d(t, kernel_size=g.kernel, stride=g.stride,
