@@ -367,10 +367,12 @@ def _pooled_in_channels_last(pool: Callable[[torch.Tensor], torch.Tensor], x: to
     torch's CPU max/avg pooling kernels are several times faster on channels_last (they
     vectorise over channels) than on NCHW, more than the two layout copies cost; the values
     are the same. Only for inference (no autograd through the pooling) on the CPU, not while
-    tracing (an ONNX export keeps the plain graph).
+    tracing (an ONNX export keeps the plain graph). An input already channels_last (after a
+    convolution with channels_last weights, ``optimize=True``) is pooled and left so.
     """
     if x.device.type != "cpu" or x.dim() != 4 or x.shape[1] < _CL_MIN_CHANNELS or \
-            (x.requires_grad and torch.is_grad_enabled()) or torch.jit.is_tracing():
+            (x.requires_grad and torch.is_grad_enabled()) or torch.jit.is_tracing() or \
+            x.is_contiguous(memory_format=torch.channels_last):
         return pool(x)
     return pool(x.contiguous(memory_format=torch.channels_last)).contiguous()
 

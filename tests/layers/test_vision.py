@@ -127,11 +127,14 @@ def test_pooling_inference_channels_last_matches_caffe_loops(method: str, cfg, m
     layer = _layer(_pool_text(method, k, s, p), [x.shape])
     with torch.no_grad():
         (out,) = layer(torch.from_numpy(x))
+        # an input already channels_last (optimize=True's convolutions) is pooled as it is
+        (out_cl,) = layer(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
     assert out.is_contiguous()
-    if method == "MAX":
-        np.testing.assert_array_equal(out.numpy(), top)
-    else:
-        np.testing.assert_allclose(out.numpy(), top, rtol=1e-6, atol=1e-6, equal_nan=True)
+    for got in (out, out_cl):
+        if method == "MAX":
+            np.testing.assert_array_equal(got.numpy(), top)
+        else:
+            np.testing.assert_allclose(got.numpy(), top, rtol=1e-6, atol=1e-6, equal_nan=True)
 
 
 @pytest.mark.parametrize("case", cases_for("Pooling"))
