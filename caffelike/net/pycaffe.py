@@ -312,6 +312,7 @@ class Net(nn.Module):
         if self.graph.records_graph:  # some layer runs backward: record each layer for backward()
             values = record_forward(self.graph, start, end, self._stored, self._records, before, after)
         elif start == 0 and end == len(self.graph) - 1 and not before and not after:
+            self._last_pass.hold(None)  # this pass rewrites every blob: free the last one first
             with torch.no_grad():
                 values = self.graph.run_range(start, end, {}, steps=self._whole_pass_steps())
         else:
