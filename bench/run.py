@@ -3,11 +3,13 @@
     python bench/run.py [--quick] [--only train,deploy,data,memory] [--markdown OUT]
 
 * train:  iterations/s of caffelike's Solver.step vs a hand-written PyTorch module with a
-          Caffe-equivalent SGD step, same net, batch and in-memory data (target >= 0.97x);
-* deploy: forward latency, batch 1 and 16, vs OpenCV dnn's Caffe importer (target <= 1.0x;
-          ResNet-50 >= 1.5x faster), plain and with ``optimize=True`` (BN/Scale folding);
+          Caffe-equivalent SGD step, same net, batch and in-memory data (issue 17: >= 1.0x);
+* deploy: pycaffe ``Net.forward`` latency, batch 1 and 16, vs OpenCV dnn's Caffe importer on
+          SqueezeNet 1.1, GoogLeNet, ResNet-50 and MobileNet v1 (issue 17: the default path at
+          least OpenCV's speed, ResNet-50 1.5x; ``optimize=True`` 1.5x on all four);
 * data:   ImageData pipeline images/s with 0/1/2 workers vs the training step's consumption;
-* memory: peak RSS of a training run vs the hand-written baseline, one child process each.
+* memory: peak RSS of each training row's run vs the hand-written baseline, one child
+          process each (issue 17: <= 1.1x).
 
 Each pair is measured alternately (A, B, A, B, ...) and medians are compared, so a machine
 that gets busier during the run affects both sides alike. Warm-up iterations are excluded.
@@ -57,8 +59,8 @@ def bench_train(quick: bool) -> list[dict]:
                 ratio = t_hand / t_ours
                 rows.append({"bench": "train", "case": name + ("" if main else f" ({variant}, for reference)"),
                              "ours_s": t_ours, "base_s": t_hand, "ratio": ratio,
-                             "target": ">= 0.97 (speed vs hand-written)" if main else "none (reference)",
-                             "ok": ratio >= 0.97 if main else None})
+                             "target": f">= {TRAIN_TARGET:.2f} (speed vs hand-written)" if main else "none (reference)",
+                             "ok": ratio >= TRAIN_TARGET if main else None})
                 print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     return rows
 
@@ -113,21 +115,35 @@ def bench_deploy(quick: bool) -> list[dict]:
                     rounds = 3 if quick else 5
                     t_ours, t_cv = alternate(ours, theirs, rounds, 1 if batch > 1 else 3, warmup=1)
                     ratio = t_ours / t_cv
-                    # eager is the pycaffe-exact path (every blob readable): a reference row;
-                    # the targets are for the opt-in deploy paths
-                    target = 1 / 1.5 if name == "resnet50" else 1.0
+                    target = deploy_target(name, variant)
                     rows.append({"bench": "deploy", "case": f"{name} b{batch} {variant}",
                                  "ours_s": t_ours, "base_s": t_cv, "ratio": ratio,
-                                 "target": (f"<= {target:.2f} (latency vs OpenCV dnn)" if variant != "eager"
+                                 "target": (f"<= {target:.2f} (latency vs OpenCV dnn)" if target is not None
                                             else "none (reference)"),
-                                 "ok": ratio <= target if variant != "eager" else None})
+                                 "ok": ratio <= target if target is not None else None})
                     print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     return rows
 
 
+def deploy_target(name: str, variant: str) -> float | None:
+    """Issue 17's latency ratio target (ours / OpenCV) for a deploy row; None for a reference row.
+
+    ``eager`` is the default pycaffe path (every blob readable): at least OpenCV's speed,
+    ResNet-50 1.5x; ``optimize`` 1.5x on every net; ``onnxruntime`` (issue 8) OpenCV's speed.
+    """
+    if variant == "eager":
+        return 1 / 1.5 if name == "resnet50" else 1.0
+    if variant == "optimize":
+        return 1 / 1.5
+    return 1.0
+
+
+TRAIN_TARGET = 1.0  # issue 17: Solver.step at least as fast as the hand-written step
+
+
 def bench_memory(quick: bool) -> list[dict]:
     rows = []
-    for name in ["simpleconv3", "cifar10_quick"] + ([] if quick else ["resnet18"]):
+    for name in ["simpleconv3", "lenet", "cifar10_quick"] + ([] if quick else ["resnet18"]):
         peaks = {}
         for which in ("ours", "hand"):
             out = subprocess.run([sys.executable, __file__, "--child-memory", name, which],

@@ -4,7 +4,9 @@ The solver trains through ``Net.run`` and never copies activations into the pyca
 (that would cost a copy of every blob every iteration). It hands the net its last pass's
 tensors instead (:class:`LastPass`); a blob copies its value from there only when it is read,
 so after ``solver.step()`` every ``net.blobs[name].data`` holds the last iteration's values,
-as in pycaffe, at no cost per iteration.
+as in pycaffe, at no cost per iteration. pycaffe's ``Net.forward`` does the same, except for
+blobs already read once (:attr:`NetBlob.copies_eagerly`): a script may hold their numpy arrays,
+which in pycaffe see every later forward, so those are copied at once.
 
 A Split layer's tops share their bottom's data, as Caffe's SplitLayer does (``ShareData``):
 their :class:`NetBlob` is an alias of the producer's (:meth:`NetBlob.share_data_with`), with
@@ -51,6 +53,17 @@ class NetBlob(Blob):
             owner = owner._owner
         self._owner = owner
         self._data = None
+
+    @property
+    def copies_eagerly(self) -> bool:
+        """Whether a new pass must be copied in at once: the blob follows the passes and
+        already has a data tensor of its own (someone may hold a numpy view of it)."""
+        return self._data is not None and self._last_pass is not _NEVER and self._owner is None
+
+    def settle(self) -> None:
+        """Copy in a pending last-pass value now (before that pass is replaced or released)."""
+        if self._owner is None and self._last_pass.version != self._seen:
+            self.data_tensor()
 
     @property
     def shares_data(self) -> bool:

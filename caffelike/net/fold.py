@@ -226,10 +226,19 @@ def fuse_batchnorm_scale(graph: NetGraph) -> int:
     between them is never visible (Caffe's own in-place idiom); everything else — blobs,
     params, loss, gradients — is unchanged within float tolerance.
     """
+    swaps = in_place_fusions(graph)
+    for index, module in swaps.items():
+        graph.replace_module(index, module)
+    return len(swaps) // 2
+
+
+def in_place_fusions(graph: NetGraph) -> dict[int, nn.Module]:
+    """The modules :func:`fuse_batchnorm_scale` would put in place (layer index -> module),
+    without changing ``graph``: the fused layer, and a PassThrough for its in-place follower."""
     versions, readers = _readers(graph.plan)
-    fused = 0
+    swaps: dict[int, nn.Module] = {}
     for i, (lay, module) in enumerate(graph.pairs()):
-        if isinstance(module, Delegating) or len(lay.tops) != 1:
+        if i in swaps or isinstance(module, Delegating) or len(lay.tops) != 1:
             continue
         nxt = readers.get((lay.tops[0], i), [])
         if len(nxt) != 1:
@@ -242,7 +251,6 @@ def fuse_batchnorm_scale(graph: NetGraph) -> int:
         combined = module.fuse_in_place(follower)
         if combined is None:
             continue
-        graph.replace_module(i, combined)
-        graph.replace_module(j, PassThrough(follower))
-        fused += 1
-    return fused
+        swaps[i] = combined
+        swaps[j] = PassThrough(follower)
+    return swaps

@@ -19,6 +19,8 @@ from .build import ParamTable, replace_parameter
 from .plan import LayerPlan, NetPlan
 
 StoredFn = Callable[[str], torch.Tensor]
+# One layer of the run loop: its plan, the module to run, which bottoms to detach, is a source.
+Step = tuple[LayerPlan, nn.Module, tuple[bool, ...], bool]
 
 
 @dataclass(frozen=True)
@@ -49,14 +51,21 @@ class NetGraph(nn.Module):
         # Whether a forward must record autograd's graph (some layer runs backward).
         self.records_graph = any(lay.need_backward for lay in plan.layers)
         self._stored = stored or _no_stored
-        self._steps: list[tuple[LayerPlan, nn.Module, tuple[bool, ...], bool]] = []
+        self._steps: list[Step] = []
+        self.version = 0  # counts module replacements (for step lists derived from this graph)
         self._make_steps()
 
     def _make_steps(self) -> None:
         # Flattened once (and after each replacement): the run loop does no lookups per layer.
-        self._steps = [(lay, module, tuple(not b for b in lay.bottom_need_backward),
-                        lay.info.is_input or not lay.bottoms)
-                       for lay, module in zip(self.plan.layers, self.layers)]
+        self._steps = self.steps_with({})
+        self.version += 1
+
+    def steps_with(self, swaps: Mapping[int, nn.Module]) -> list[Step]:
+        """The run loop's steps, with the modules of ``swaps`` (layer index -> module) run in
+        place of the graph's own, for :meth:`run_range`'s ``steps`` (the graph is unchanged)."""
+        return [(lay, swaps.get(i, module), tuple(not b for b in lay.bottom_need_backward),
+                 lay.info.is_input or not lay.bottoms)
+                for i, (lay, module) in enumerate(zip(self.plan.layers, self.layers))]
 
     # -- structure --------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -106,15 +115,17 @@ class NetGraph(nn.Module):
             total = term if total is None else total + term
         return total if total is not None else torch.zeros((), device=device)
 
-    def run_range(self, start: int, end: int, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def run_range(self, start: int, end: int, values: dict[str, torch.Tensor],
+                  steps: list[Step] | None = None) -> dict[str, torch.Tensor]:
         """Run layers ``start``..``end`` (inclusive) over ``values`` (blob name -> tensor), in place.
 
         A bottom no earlier layer of the run wrote is read from the stored blobs. A source layer
         (no bottoms) whose tops are all in ``values`` is not run; an Input layer never is.
+        ``steps`` (from :meth:`steps_with`) runs other modules for some layers.
         (pycaffe's layer-by-layer forward and backward are in :mod:`.backward`.)
         """
         stored = self._stored
-        for lay, module, detach_flags, source in self._steps[start:end + 1]:
+        for lay, module, detach_flags, source in (steps or self._steps)[start:end + 1]:
             if source and (lay.info.is_input or (lay.tops and all(t in values for t in lay.tops))):
                 for name in lay.tops:
                     if name not in values:

@@ -144,6 +144,7 @@ class Net(nn.Module):
             self._blobs[n].diff_tensor().fill_(w)
         self._views = [LayerView(m) for m in modules]
         self._records: dict[int, LayerRecord] = {}  # each layer's last pycaffe forward (for backward)
+        self._fused_steps: tuple[int, list] = (-1, [])
         self._runner: Callable[[Mapping[str, torch.Tensor] | None], dict[str, torch.Tensor]] | None = None
         self._pycaffe_callbacks: dict[str, list[Callable[[int], Any]]] = {k: [] for k in self._CALLBACK_KINDS}
         log.info("Network initialization done.")
@@ -310,12 +311,38 @@ class Net(nn.Module):
         before, after = self._callbacks("before_forward"), self._callbacks("after_forward")
         if self.graph.records_graph:  # some layer runs backward: record each layer for backward()
             values = record_forward(self.graph, start, end, self._stored, self._records, before, after)
+        elif start == 0 and end == len(self.graph) - 1 and not before and not after:
+            self._last_pass.hold(None)  # this pass rewrites every blob: free the last one first
+            with torch.no_grad():
+                values = self.graph.run_range(start, end, {}, steps=self._whole_pass_steps())
         else:
             with torch.no_grad():
                 values = self._run_with_callbacks(start, end)
+        self._publish(values)
+
+    def _whole_pass_steps(self) -> list:
+        # A whole forward without callbacks runs BatchNorm + in-place Scale as one kernel (the
+        # value between them is never visible); partial forwards, callbacks and backward see
+        # every layer. Rebuilt when the graph's modules change (optimize, fusion, sharing).
+        if self._fused_steps[0] != self.graph.version:
+            from .fold import in_place_fusions
+
+            self._fused_steps = (self.graph.version, self.graph.steps_with(in_place_fusions(self.graph)))
+        return self._fused_steps[1]
+
+    def _publish(self, values: dict[str, torch.Tensor]) -> None:
+        # The blobs show this pass lazily (copied when read); a blob already read gets its copy
+        # now, since a script may hold its numpy array. Blobs this run did not write keep the
+        # previous pass's values, so those are copied in before that pass is replaced.
+        previous = self._last_pass.values
+        if previous is not None:
+            for name in previous.keys() - values.keys():
+                if name in self._blobs:
+                    self._blobs[name].settle()
+        self._last_pass.hold(values)
         for name, t in values.items():
             blob = self._blobs[name]
-            if not blob.shares_data:  # a Split top: its data is its bottom's
+            if blob.copies_eagerly:
                 blob.store("data", t)
 
     def backward(self, diffs: Sequence[str] | None = None, start: str | None = None,
@@ -402,6 +429,7 @@ class Net(nn.Module):
 
     def reshape(self) -> None:
         """Caffe's Net::Reshape: propagate the (possibly new) input blob shapes through every layer."""
+        self._settle_blobs()  # the last pass's values first, in their old shapes
         shapes = {n: self._blobs[n].shape for n in self.plan.input_names}
         for lay, module in self.graph.pairs():
             if lay.info.is_input:
@@ -413,6 +441,13 @@ class Net(nn.Module):
                 shapes[name] = tuple(int(d) for d in shape)
         for name, shape in shapes.items():
             self._blobs[name].reshape(*shape)
+
+    def _settle_blobs(self) -> None:
+        """Copy every pending last-pass value into its blob and release the pass."""
+        if self._last_pass.values is not None:
+            for blob in self._blobs.values():
+                blob.settle()
+            self._last_pass.hold(None)
 
     def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
         """pycaffe's MemoryData feed (only for nets with a MemoryData layer)."""

@@ -143,6 +143,31 @@ def test_lrn_across_channels_formula() -> None:
     torch.testing.assert_close(out, x * scale ** -0.6, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("case", cases_for("LRN"))
+def test_golden_lrn_inference_and_onnx_forms(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The deploy path (no autograd) and the form the ONNX exporter sees match Caffe too.
+    with torch.no_grad():
+        run_case(case, check_backward=False)
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    run_case(case)
+
+
+@pytest.mark.parametrize("size, channels", [(5, 2), (7, 3), (1, 4), (3, 1)])
+def test_lrn_window_wider_than_channels(size: int, channels: int) -> None:
+    # lrn_layer.cpp: channels outside the blob count as zero, whatever the window size.
+    x = torch.randn(2, channels, 3, 2, dtype=torch.float64)
+    layer = _layer(f'name: "n" type: "LRN" lrn_param {{ local_size: {size} alpha: 0.9 beta: 0.7 k: 1.5 }}',
+                   [x.shape])
+    pre = (size - 1) // 2
+    sq = torch.nn.functional.pad(x * x, (0, 0, 0, 0, pre, pre))
+    window = sum(sq[:, i:i + channels] for i in range(size))
+    want = x * (1.5 + 0.9 / size * window) ** -0.7
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x.float())[0].double(), want, rtol=1e-5, atol=1e-6)
+    xg = x.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: layer(t)[0], (xg,))  # Caffe's GradientChecker method
+
+
 @pytest.mark.parametrize("text, shape, match", [
     ('type: "LRN" lrn_param { local_size: 4 }', (1, 2, 3, 3), "odd"),
     ('type: "LRN"', (2, 3), "4-axis"),

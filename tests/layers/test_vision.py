@@ -9,7 +9,7 @@ import torch
 from google.protobuf import text_format
 
 from caffelike.errors import CaffelikeError
-from caffelike.layers import LAYERS, TEST, TRAIN
+from caffelike.layers import LAYERS, TEST, TRAIN, vision
 from caffelike.proto import caffe_pb2
 
 from .golden_case import cases_for, run_case
@@ -114,6 +114,34 @@ def test_pooling_matches_caffe_loops(method: str, cfg) -> None:
     finite = torch.from_numpy(np.where(np.isfinite(top), dtop, 0).astype(np.float32))
     outs[0].backward(finite)
     np.testing.assert_allclose(xt.grad.numpy(), dx, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("cfg", POOL_CONFIGS, ids=lambda c: "x".join(map(str, c[0])) + f"_k{c[1]}_s{c[2]}_p{c[3]}")
+def test_pooling_inference_channels_last_matches_caffe_loops(method: str, cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The deploy path pools a channels_last copy (from 1 channel on here, to cover these cases).
+    monkeypatch.setattr(vision, "_CL_MIN_CHANNELS", 1)
+    (h, w), k, s, p = cfg
+    x = np.random.RandomState(h * 31 + w).randint(-3, 4, size=(2, 3, h, w)).astype(np.float32)
+    top = _caffe_pool(x, k, s, p, method)[0]
+    layer = _layer(_pool_text(method, k, s, p), [x.shape])
+    with torch.no_grad():
+        (out,) = layer(torch.from_numpy(x))
+        # an input already channels_last (optimize=True's convolutions) is pooled as it is
+        (out_cl,) = layer(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
+    assert out.is_contiguous()
+    for got in (out, out_cl):
+        if method == "MAX":
+            np.testing.assert_array_equal(got.numpy(), top)
+        else:
+            np.testing.assert_allclose(got.numpy(), top, rtol=1e-6, atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("case", cases_for("Pooling"))
+def test_golden_pooling_inference_channels_last(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vision, "_CL_MIN_CHANNELS", 1)
+    with torch.no_grad():
+        run_case(case, check_backward=False)
 
 
 def test_pooling_kernel_smaller_than_stride_keeps_empty_window() -> None:

@@ -97,3 +97,14 @@ def test_every_layer_top_matches_caffe(case):
         net.forward(start=layer["name"], end=layer["name"])
         for top, summary in zip(layer["tops"], layer["top_stats"]):
             _check_summary(net.blobs[top].data, summary, f"{case} layer {layer['name']} top {top}")
+
+
+def test_whole_forward_fuses_batchnorm_scale_without_changing_the_graph():
+    # pycaffe's whole forward runs BatchNorm + in-place Scale as one kernel (the blobs above are
+    # Caffe's); the layers themselves, which partial forwards and backward run, stay as built.
+    from caffelike.layers.base import Delegating
+    from caffelike.layers.normalization import FusedBatchNormScale
+
+    net = _golden_net("simpleconv3")[0]
+    assert any(isinstance(step[1], FusedBatchNormScale) for step in net._whole_pass_steps())
+    assert not any(isinstance(module, Delegating) for _, module in net.graph.pairs())

@@ -56,3 +56,46 @@ def test_run_is_the_torch_path():
     assert infos[0].tensor is net.graph.module(1).blobs[0]
     net.to("cpu")
     assert list(net.params) == ["conv1", "conv2", "ip1", "ip2"]
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_forward_copies_a_blob_only_when_read_yet_held_arrays_follow():
+    # pycaffe's blob arrays are views of the blob: one taken before a forward sees its result.
+    net = _net()
+    data = np.load(LENET / "data.npz")
+    x, expected = data["input__data"], data["output__prob"]
+    held = net.blobs["prob"].data
+    net.forward(data=x)
+    assert_close_scaled(held, expected, "held prob")
+    assert not net.blobs["conv1"].copies_eagerly  # never read: no copy of it per forward
+    net.forward(data=x[::-1])
+    assert_close_scaled(held, expected[::-1], "held prob after a second forward")
+    assert_close_scaled(_softmax(net.blobs["ip2"].data), expected[::-1], "ip2 read late")
+
+
+def test_partial_forwards_keep_the_other_blobs_and_reshape_keeps_them():
+    # Caffe's ForwardFromTo leaves the blobs after `end` as they were (unread ones included).
+    net = _net()
+    data = np.load(LENET / "data.npz")
+    x, expected = data["input__data"], data["output__prob"]
+    net.forward(data=x)
+    net.forward(data=x[::-1], end="relu1")
+    assert_close_scaled(_softmax(net.blobs["ip2"].data), expected, "ip2 (never read) of the first forward")
+    assert_close_scaled(net.blobs["prob"].data, expected, "prob of the first forward")
+    net.forward(start="ip2")
+    assert_close_scaled(net.blobs["prob"].data, expected[::-1], "prob from the second forward's ip1")
+    net.forward(data=x)
+    net.reshape()  # same shapes: Caffe keeps every blob's data
+    assert_close_scaled(_softmax(net.blobs["ip2"].data), expected, "ip2 (never read) after reshape")
+
+
+def test_reshape_after_forward_gives_the_new_shapes():
+    net = _net()
+    net.forward(data=np.load(LENET / "data.npz")["input__data"])
+    net.blobs["data"].reshape(3, 1, 28, 28)
+    net.reshape()  # a new shape: the last pass's (old-shaped) values must not come back
+    assert net.blobs["ip2"].data.shape == (3, 10) and net.blobs["conv1"].data.shape == (3, 20, 24, 24)
