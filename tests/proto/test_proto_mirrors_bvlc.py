@@ -26,8 +26,17 @@ ALLOWED_EXTRA_MESSAGES: set[str] = {
     "ChannelScaleParameter", "LabelSpecificAffineParameter", "LabelSpecificHardMarginParameter",
     "LabelSpecificStatisticsParameter", "LabelSpecificAddParameter", "ChannelShuffleParameter",
     "CompactBilinearParameter"}
+# SSD's fork (weiliu89/caffe ssd), checked against the fork's numbers in test_proto_ssd.py
+ALLOWED_EXTRA_MESSAGES |= {
+    "LabelMapItem", "LabelMap", "Sampler", "SampleConstraint", "BatchSampler", "EmitConstraint",
+    "NormalizedBBox", "Annotation", "AnnotationGroup", "AnnotatedDatum",
+    "ResizeParameter", "SaltPepperParameter", "NoiseParameter", "DistortionParameter",
+    "ExpansionParameter", "AnnotatedDataParameter", "DetectionEvaluateParameter",
+    "NonMaximumSuppressionParameter", "SaveOutputParameter", "DetectionOutputParameter",
+    "MultiBoxLossParameter", "NormalizeParameter", "PermuteParameter", "PriorBoxParameter"}
 ALLOWED_EXTRA_FIELD_OWNERS = {"TransformationParameter", "LayerParameter", "ImageDataParameter",
-                              "MemoryDataParameter", "SoftmaxParameter", "PoolingParameter"}
+                              "MemoryDataParameter", "SoftmaxParameter", "PoolingParameter",
+                              "SolverParameter"}
 
 
 def _descriptor(full_name: str):
