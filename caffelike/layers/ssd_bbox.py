@@ -81,3 +81,59 @@ def nms(boxes: np.ndarray, scores: np.ndarray, score_threshold: float, nms_thres
         if eta < 1 and threshold > 0.5:
             threshold = F32(threshold * F32(eta))
     return kept
+
+
+def overlap_matrix(boxes: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Jaccard overlap of each of ``boxes`` (P, 4) with each of ``gt`` (G, 4): (P, G)."""
+    out = np.zeros((len(boxes), len(gt)), dtype=F32)
+    for j, g in enumerate(gt):
+        out[:, j] = jaccard(np.asarray(g, F32), boxes)
+    return out
+
+
+def match_boxes(boxes: np.ndarray, gt: np.ndarray, per_prediction: bool,
+                threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The fork's MatchBBox for all ground truth (label -1): ``(match index per box, -1 when
+    unmatched; best overlap per box)``.
+
+    Bipartite first: while ground-truth boxes are left, the largest overlap (> 1e-6) between an
+    unmatched box and a remaining ground-truth box pairs them (ties: lowest box, then lowest
+    ground truth). PER_PREDICTION then gives every other box its best ground truth when that
+    overlap is at least ``threshold``.
+    """
+    overlaps = overlap_matrix(boxes, gt)
+    valid = overlaps > F32(1e-6)
+    best = np.where(valid, overlaps, F32(0)).max(axis=1) if gt.size else np.zeros(len(boxes), F32)
+    match = np.full(len(boxes), -1, dtype=np.int64)
+    pool = np.ones(len(gt), dtype=bool)
+    for _ in range(len(gt)):
+        candidates = np.where(valid & (match == -1)[:, None] & pool[None, :], overlaps, F32(-1))
+        if not candidates.size or candidates.max() <= -1:
+            break
+        i, j = np.unravel_index(int(np.argmax(candidates)), candidates.shape)
+        match[i], best[i], pool[j] = j, overlaps[i, j], False
+    if per_prediction:
+        for i in np.nonzero((match == -1) & valid.any(axis=1))[0]:
+            row = np.where(valid[i] & (overlaps[i] >= F32(threshold)), overlaps[i], F32(-1))
+            if row.max() > -1:
+                match[i], best[i] = int(np.argmax(row)), row.max()
+    return match, best
+
+
+def encode_boxes(priors: np.ndarray, variances: np.ndarray, gt: np.ndarray, code_type: int,
+                 encode_variance_in_target: bool) -> np.ndarray:
+    """The fork's EncodeBBox for matched pairs: ``gt`` (K, 4) against ``priors`` (K, 4)."""
+    priors, variances, gt = (np.asarray(a, dtype=np.float64) for a in (priors, variances, gt))
+    var = np.ones_like(variances) if encode_variance_in_target else variances
+    if code_type == caffe_pb2.PriorBoxParameter.CORNER:
+        return ((gt - priors) / var).astype(F32)
+    pw, ph = priors[:, 2] - priors[:, 0], priors[:, 3] - priors[:, 1]
+    if code_type == caffe_pb2.PriorBoxParameter.CORNER_SIZE:
+        return ((gt - priors) / np.stack([pw, ph, pw, ph], axis=1) / var).astype(F32)
+    gw, gh = gt[:, 2] - gt[:, 0], gt[:, 3] - gt[:, 1]
+    if (gw <= 0).any() or (gh <= 0).any():
+        raise ValueError("a ground-truth box has no positive width or height")
+    pcx, pcy = (priors[:, 0] + priors[:, 2]) / 2, (priors[:, 1] + priors[:, 3]) / 2
+    gcx, gcy = (gt[:, 0] + gt[:, 2]) / 2, (gt[:, 1] + gt[:, 3]) / 2
+    return np.stack([(gcx - pcx) / pw / var[:, 0], (gcy - pcy) / ph / var[:, 1],
+                     np.log(gw / pw) / var[:, 2], np.log(gh / ph) / var[:, 3]], axis=1).astype(F32)

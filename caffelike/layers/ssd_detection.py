@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from .base import Layer, Shape, register_layer
-from .ssd_bbox import decode_boxes, nms
+from .ssd_bbox import decode_boxes, jaccard, nms
 
 Tensor = torch.Tensor
 
@@ -138,6 +138,110 @@ class DetectionOutput(Layer):
             top[:, 0] = np.arange(num)
         out = torch.from_numpy(top.reshape(1, 1, -1, 7))
         return [out.to(device=loc.device, dtype=loc.dtype)]
+
+    @classmethod
+    def allow_force_backward(cls, bottom: int) -> bool:
+        return False
+
+
+@register_layer("DetectionEvaluate", bottoms=2, tops=1)
+class DetectionEvaluate(Layer):
+    """Marks SSD's detections true or false positive against the ground truth, for mAP.
+
+    Bottoms: detections (1, 1, K, 7) as DetectionOutput writes them, ground truth (1, 1, M, 8)
+    as AnnotatedData writes it. Top (1, 1, P + D, 5): first one row per class other than the
+    background, ``[-1, label, number of positives, -1, -1]``, then one row per detection
+    ``[image, label, score, tp, fp]``.
+
+    Fork semantics (detection_evaluate_layer.cpp, bbox_util.cpp): ground-truth rows stop at the
+    first item id -1; detection rows with item id -1 are skipped, and rows with label -1 are not
+    counted. Positives leave out difficult boxes unless ``evaluate_difficult_gt``. Detections go
+    image by image, label by label, by descending score; each takes the ground-truth box of its
+    label it overlaps most (Jaccard): at least ``overlap_threshold`` and not taken yet is a true
+    positive, taken already a false positive; a difficult box (when they are not evaluated)
+    gives the row tp = fp = 0; no box of its label or too little overlap a false positive.
+    ``name_size_file`` (evaluation in pixels) is not implemented: a user error says so.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        p = self.param.detection_evaluate_param
+        if not p.HasField("num_classes"):
+            raise self.error("detection_evaluate_param: must provide num_classes")
+        self.num_classes = int(p.num_classes)
+        self.background = int(p.background_label_id)
+        self.overlap_threshold = float(np.float32(p.overlap_threshold))
+        if not self.overlap_threshold > 0:
+            raise self.error("detection_evaluate_param.overlap_threshold must be positive")
+        self.difficult = bool(p.evaluate_difficult_gt)
+        if p.name_size_file:
+            raise self.error("detection_evaluate_param.name_size_file (evaluation in pixels) is "
+                             "not implemented by caffelike; remove it to evaluate normalised boxes")
+        for i, (shape, width) in enumerate(zip(self.bottom_shapes, (7, 8))):
+            legacy = tuple(shape) + (1,) * (4 - len(shape))
+            if legacy[0] != 1 or legacy[1] != 1 or legacy[3] != width:
+                raise self.error(f"bottom {i} has shape {tuple(shape)}; expected (1, 1, rows, {width})")
+
+    @property
+    def positive_classes(self) -> list[int]:
+        return [c for c in range(self.num_classes) if c != self.background]
+
+    def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
+        return [(1, 1, len(self.positive_classes) + 1, 5)]
+
+    def _ground_truth(self, gt: np.ndarray) -> dict[int, dict[int, list[np.ndarray]]]:
+        boxes: dict[int, dict[int, list[np.ndarray]]] = {}
+        for row in gt:
+            if int(row[0]) == -1:
+                break
+            if int(row[1]) == self.background:
+                raise self.error(f"found background label {self.background} in the ground truth")
+            boxes.setdefault(int(row[0]), {}).setdefault(int(row[1]), []).append(row)
+        return boxes
+
+    def _rows(self, det: np.ndarray, gt: np.ndarray) -> list[list[float]]:
+        truth = self._ground_truth(gt)
+        rows: list[list[float]] = []
+        for c in self.positive_classes:
+            count = sum(1 for image in truth.values() for box in image.get(c, [])
+                        if self.difficult or not box[7])
+            rows.append([-1, c, count, -1, -1])
+        detections: dict[int, dict[int, list[np.ndarray]]] = {}
+        for row in det:
+            if int(row[0]) == -1:
+                continue
+            if int(row[1]) == self.background:
+                raise self.error(f"found background label {self.background} in the detections")
+            detections.setdefault(int(row[0]), {}).setdefault(int(row[1]), []).append(row)
+        for image in sorted(detections):
+            for label in sorted(detections[image]):
+                if label == -1:
+                    continue
+                found = sorted(detections[image][label], key=lambda r: -r[2])
+                gt_rows = truth.get(image, {}).get(label, [])
+                gt_boxes = np.asarray([r[3:7] for r in gt_rows], np.float32).reshape(-1, 4)
+                taken = [False] * len(gt_rows)
+                for d in found:
+                    tp, fp = 0, 1
+                    if gt_rows:
+                        overlaps = jaccard(np.asarray(d[3:7], np.float32), gt_boxes)
+                        j = int(np.argmax(overlaps))
+                        if overlaps[j] >= self.overlap_threshold:
+                            if self.difficult or not gt_rows[j][7]:
+                                tp, fp = (0, 1) if taken[j] else (1, 0)
+                                taken[j] = True
+                            else:
+                                tp, fp = 0, 0
+                    rows.append([image, label, float(d[2]), tp, fp])
+        return rows
+
+    def forward(self, det: Tensor, gt: Tensor) -> list[Tensor]:
+        if det.device.type == "meta":
+            return [torch.empty(self.top_shapes([det.shape, gt.shape])[0], device="meta")]
+        rows = self._rows(det.detach().reshape(-1, 7).cpu().numpy().astype(np.float32),
+                          gt.detach().reshape(-1, 8).cpu().numpy().astype(np.float32))
+        top = torch.tensor(rows, dtype=torch.float32).reshape(1, 1, -1, 5)
+        return [top.to(device=det.device, dtype=det.dtype)]
 
     @classmethod
     def allow_force_backward(cls, bottom: int) -> bool:

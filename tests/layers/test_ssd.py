@@ -442,3 +442,41 @@ def test_detection_output_empty_result_is_the_forks_row(tmp_path: pathlib.Path) 
 def test_detection_output_errors(param: str, shapes, message: str) -> None:
     with pytest.raises(LayerError, match=message):
         _layer(f'name: "det" type: "DetectionOutput" detection_output_param {{ {param} }}', shapes)
+
+
+# ---------------------------------------------------------------------------------------------
+# DetectionEvaluate (OpenCV has none: detection_evaluate_layer.cpp by hand)
+
+def test_detection_evaluate_marks_true_and_false_positives() -> None:
+    det = np.array([
+        [0, 1, 0.9, 0.1, 0.1, 0.4, 0.4],    # matches gt A (IoU 0.81): tp
+        [0, 1, 0.95, 0.1, 0.1, 0.45, 0.45],  # higher score, also on A, first in order: tp; 0.9 then fp
+        [0, 1, 0.3, 0.6, 0.6, 0.9, 0.9],    # on difficult gt B, not evaluated: tp = fp = 0
+        [0, 2, 0.8, 0.0, 0.0, 0.2, 0.2],    # no gt of label 2 in image 0: fp
+        [1, 2, 0.7, 0.5, 0.5, 0.6, 0.6],    # image 1 has label 2, overlap 0: fp
+        [2, -1, -1, -1, -1, -1, -1],        # DetectionOutput's empty-image row: not counted
+    ], np.float32)
+    gt = np.array([
+        [0, 1, 0, 0.1, 0.1, 0.42, 0.42, 0],  # A
+        [0, 1, 1, 0.6, 0.6, 0.9, 0.9, 1],    # B, difficult
+        [1, 2, 0, 0.0, 0.0, 0.3, 0.3, 0],
+        [-1, -1, -1, -1, -1, -1, -1, -1],    # reading stops here
+        [1, 3, 0, 0.0, 0.0, 0.3, 0.3, 0],
+    ], np.float32)
+    layer = _layer('name: "eval" type: "DetectionEvaluate" detection_evaluate_param { num_classes: 4 '
+                   "background_label_id: 0 overlap_threshold: 0.5 evaluate_difficult_gt: false }",
+                   [(1, 1, 6, 7), (1, 1, 5, 8)])
+    out = layer(torch.from_numpy(det[None, None]), torch.from_numpy(gt[None, None]))[0].numpy()
+    expected = [[-1, 1, 1, -1, -1], [-1, 2, 1, -1, -1], [-1, 3, 0, -1, -1],
+                [0, 1, 0.95, 1, 0], [0, 1, 0.9, 0, 1], [0, 1, 0.3, 0, 0],
+                [0, 2, 0.8, 0, 1], [1, 2, 0.7, 0, 1]]
+    np.testing.assert_allclose(out[0, 0], expected, rtol=0, atol=1e-7)
+
+
+def test_detection_evaluate_counts_difficult_when_asked() -> None:
+    det = np.array([[0, 1, 0.5, 0.6, 0.6, 0.9, 0.9]], np.float32)
+    gt = np.array([[0, 1, 1, 0.6, 0.6, 0.9, 0.9, 1]], np.float32)
+    layer = _layer('name: "eval" type: "DetectionEvaluate" detection_evaluate_param { num_classes: 2 }',
+                   [(1, 1, 1, 7), (1, 1, 1, 8)])
+    out = layer(torch.from_numpy(det[None, None]), torch.from_numpy(gt[None, None]))[0].numpy()
+    np.testing.assert_allclose(out[0, 0], [[-1, 1, 1, -1, -1], [0, 1, 0.5, 1, 0]])

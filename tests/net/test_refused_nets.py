@@ -10,7 +10,7 @@ CLI prints as ``caffelike <cmd>: error: ...``) whose message names what Caffe's 
 The expected fragments are read from Caffe's own error lines by the rules of ``REASONS``.
 ``DIFFERENT_BY_DESIGN`` lists the few nets that caffelike refuses for another reason, each
 with why; ``BUILT_BY_DESIGN`` the nets Caffe refused for a fork field that our schema holds
-(issue 16), which caffelike builds.
+(issue 16), which caffelike builds; ``SSD_READ_ON`` the SSD nets it reads past that field.
 """
 from __future__ import annotations
 
@@ -91,14 +91,29 @@ DIFFERENT_BY_DESIGN: dict[str, tuple[type, tuple[str, ...]]] = {
 # Caffe stopped at a fork field that our schema holds (issue 16: the forks' pooling_param
 # ceil_mode, false = floor rounding): caffelike builds these nets. net id -> (the field, and a
 # blob whose shape shows the fork's rounding: DenseNet's pool1 (k3 s2 p1 on 112) is 56, not 57).
-BUILT_BY_DESIGN: dict[str, tuple[str, str, tuple[int, ...]]] = {
-    f"shicai__DenseNet-Caffe/DenseNet_{n}.prototxt": ("ceil_mode", "pool1", (1, c, 56, 56))
+BUILT_BY_DESIGN: dict[str, tuple[str, str, tuple[int, ...], dict[str, tuple[int, ...]]]] = {
+    f"shicai__DenseNet-Caffe/DenseNet_{n}.prototxt": ("ceil_mode", "pool1", (1, c, 56, 56), {"fc6": (1, 1000, 1, 1)})
     for n, c in ((121, 64), (161, 96), (169, 64), (201, 64))
+}
+# SSD's fork (weiliu89/caffe ssd, issue 16): the deploy net builds (its priors, and the
+# detection top's set-up shape); the train/test nets read on to what Caffe would stop at next.
+SSD = "chuanqi305__MobileNet-SSD/voc/MobileNetSSD"
+BUILT_BY_DESIGN[f"{SSD}_deploy.prototxt"] = ("permute_param", "mbox_priorbox", (1, 2, 7668),
+                                             {"detection_out": (1, 1, 1, 7)})
+SSD_READ_ON: dict[str, tuple[str, type, tuple[str, ...]]] = {
+    f"{SSD}_test.prototxt": ("resize_param", DataError, ("layer 'data' (AnnotatedData)", "cannot open LMDB 'test_lmdb'")),
+    # in TEST the TRAIN-only data layer is left out, as Caffe leaves it out
+    f"{SSD}_train.prototxt": ("resize_param", NetError, ("layer 'conv0' (Convolution)",
+                                                        "unknown bottom blob 'data' (bottom index 0)")),
 }
 
 
 def _expected(row: dict) -> tuple[type, tuple[str, ...]]:
     """The error class and message fragments Caffe's error lines call for."""
+    if row["id"] in SSD_READ_ON:
+        field, error, fragments = SSD_READ_ON[row["id"]]
+        assert any(f'has no field named "{field}"' in line for line in row["caffe_error"])
+        return error, fragments
     if row["id"] in DIFFERENT_BY_DESIGN:
         assert any(any(f in line for f in CAFFE_LONG_FIELDS) or "Unknown parameter det_" in line
                    or any(f"Unknown layer type: {t} " in line for t in CAFFE_LONG_DATA_LAYERS)
@@ -122,12 +137,12 @@ def test_every_category_of_refusal_is_covered():
 @pytest.mark.parametrize("row", ROWS, ids=lambda row: row["id"])
 def test_net_caffe_refuses_is_refused_for_its_reason(row, tmp_path, monkeypatch):
     if row["id"] in BUILT_BY_DESIGN:
-        field, blob, shape = BUILT_BY_DESIGN[row["id"]]
+        field, blob, shape, outputs = BUILT_BY_DESIGN[row["id"]]
         assert any(f'has no field named "{field}"' in line for line in row["caffe_error"])
         monkeypatch.chdir(tmp_path)
         net = caffelike.Net(str(CORPUS / row["provenance"]["corpus_file"]), caffelike.TEST)
         assert net.blobs[blob].data.shape == shape
-        assert {k: net.blobs[k].data.shape for k in net.outputs} == {"fc6": (1, 1000, 1, 1)}
+        assert {k: net.blobs[k].data.shape for k in net.outputs} == outputs
         return
     error, fragments = _expected(row)
     monkeypatch.chdir(tmp_path)  # none of the net's data sources exist here, as for Caffe
