@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..proto import caffe_pb2
 from .base import Layer, Shape, register_layer
 
 Tensor = torch.Tensor
@@ -197,8 +198,6 @@ class Normalize(Layer):
         self.channel_shared = bool(p.channel_shared)
         self.eps = float(np.float32(p.eps))
         channels = _legacy(shape, 1)
-        from ..proto import caffe_pb2
-
         filler = p.scale_filler if p.HasField("scale_filler") else \
             caffe_pb2.FillerParameter(type="constant", value=1.0)
         self.add_blob(() if self.channel_shared else (channels,), filler)

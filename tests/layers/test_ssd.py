@@ -41,10 +41,15 @@ def _run_both(tmp_path: pathlib.Path, text: str, inputs: dict[str, np.ndarray], 
         weights = tmp_path / "net.caffemodel"
         net.save(str(weights))
     ours = np.array(net.forward(**inputs)[top])
-    cv_net = cv2.dnn.readNetFromCaffe(str(path), str(weights)) if weights else cv2.dnn.readNetFromCaffe(str(path))
-    for name, value in inputs.items():
-        cv_net.setInput(value, name)
-    return ours, cv_net.forward(top)
+    threads = cv2.getNumThreads()  # one thread: a running OpenCV pool deadlocks later forked workers
+    cv2.setNumThreads(0)
+    try:
+        cv_net = cv2.dnn.readNetFromCaffe(str(path), str(weights)) if weights else cv2.dnn.readNetFromCaffe(str(path))
+        for name, value in inputs.items():
+            cv_net.setInput(value, name)
+        return ours, cv_net.forward(top)
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def _layer(text: str, bottom_shapes: list[tuple[int, ...]]):

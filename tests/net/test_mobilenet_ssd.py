@@ -47,9 +47,16 @@ def ssd(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _opencv(deploy: pathlib.Path, weights: pathlib.Path, x: np.ndarray, names: list[str]) -> list[np.ndarray]:
-    cv_net = cv2.dnn.readNetFromCaffe(str(deploy), str(weights))
-    cv_net.setInput(x)
-    return list(cv_net.forward(names))
+    """OpenCV's outputs, computed on one thread: OpenCV's thread pool, once running, deadlocks
+    the data layers' forked prefetch workers of later tests when they call OpenCV."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(0)
+    try:
+        cv_net = cv2.dnn.readNetFromCaffe(str(deploy), str(weights))
+        cv_net.setInput(x)
+        return list(cv_net.forward(names))
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def test_deploy_heads_match_opencv(ssd) -> None:
