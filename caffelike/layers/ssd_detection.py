@@ -6,6 +6,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..proto import caffe_pb2
 from .base import Layer, Shape, register_layer
 from .ssd_bbox import decode_boxes, jaccard, nms
 
@@ -89,8 +90,12 @@ class DetectionOutput(Layer):
         for c in range(self.num_loc_classes):
             label = -1 if self.share_location else c
             if self.share_location or label != self.background:
-                decoded[label] = decode_boxes(priors, variances, loc[:, c], self.code_type,
-                                              self.variance_encoded)
+                try:
+                    decoded[label] = decode_boxes(priors, variances, loc[:, c], self.code_type,
+                                                  self.variance_encoded)
+                except ValueError as exc:  # the fork's CHECK_GT(prior_width, 0)
+                    raise self.error(f"{exc} ({caffe_pb2.PriorBoxParameter.CodeType.Name(self.code_type)} "
+                                     "decoding needs positive prior sizes)") from None
         kept: dict[int, list[int]] = {}
         for c in range(self.num_classes):
             if c == self.background:

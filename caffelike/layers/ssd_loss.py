@@ -173,8 +173,11 @@ class MultiBoxLoss(LossLayer):
     def _loc_loss(self, loc: Tensor, pos, truth, priors: np.ndarray, variances: np.ndarray) -> Tensor:
         i, slot, j, g = (np.asarray(v) for v in zip(*pos))
         gt_boxes = np.stack([truth[a][b, 1:] for a, b in zip(i, g)])
-        target = encode_boxes(priors[j], variances[j], gt_boxes, self.p.code_type,
-                              self.p.encode_variance_in_target)
+        try:
+            target = encode_boxes(priors[j], variances[j], gt_boxes, self.p.code_type,
+                                  self.p.encode_variance_in_target)
+        except ValueError as exc:  # the fork's CHECK_GT on box sizes
+            raise self.error(f"{exc}; CENTER_SIZE encoding needs positive sizes") from None
         pred = loc.reshape(loc.shape[0], -1, self.loc_classes, 4)[torch.from_numpy(i), torch.from_numpy(j),
                                                                    torch.from_numpy(slot)]
         if self.p.encode_variance_in_target:

@@ -102,9 +102,12 @@ def test_reads_records_resizes_and_writes_ssd_labels(tmp_path) -> None:
     np.testing.assert_allclose(label[0, 0], expected_rows, rtol=0, atol=1e-7)
 
 
-def test_mirror_flips_image_and_boxes_together(tmp_path) -> None:
+@pytest.mark.parametrize("phase", [TRAIN, TEST])
+def test_mirror_flips_image_and_boxes_together(tmp_path, phase) -> None:
+    """data_transformer.cpp: ``do_mirror = mirror && Rand(2)`` in every phase (BVLC's rule, not
+    the book fork's TRAIN-only mirror)."""
     _write_db(tmp_path / "db")
-    layer = _layer(str(tmp_path / "db"), TRAIN, extra="mirror: true " + RESIZE, batch=1)
+    layer = _layer(str(tmp_path / "db"), phase, extra="mirror: true " + RESIZE, batch=1)
     layer.set_seed(1)
     plain = _layer(str(tmp_path / "db"), TEST, extra=RESIZE, batch=1)
     plain_data, plain_label = (t.numpy() for t in plain.forward())
