@@ -66,9 +66,10 @@ from . import photometric
 TRAIN = caffe_pb2.TRAIN
 log = get_logger("data")
 
-#: TransformationParameter fields that BVLC Caffe lacks (the book fork's, numbers 8-26).
+#: TransformationParameter fields that BVLC Caffe lacks (the book fork's, numbers 8-26; SSD's
+#: policies, 1560 on, are read by AnnotatedData and keep BVLC's mirror).
 FORK_FIELDS = tuple(f.name for f in caffe_pb2.TransformationParameter.DESCRIPTOR.fields
-                    if f.number > 7)
+                    if 8 <= f.number <= 26)
 
 
 class TransformFailure(Exception):

@@ -63,6 +63,7 @@ class StreamingDataLayer(Layer):
 
     param_field = ""
     items: object
+    batches: type[BatchDataset] = BatchDataset  # builds a batch's tops from its items
 
     def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: Sequence[Shape],
                  phase: int = TEST, where: Where | None = None):
@@ -133,7 +134,7 @@ class StreamingDataLayer(Layer):
             log.info("Skipping first %d data points.", skip)
         stream = ItemStream(len(items), seed, self._shuffle(), skip, self.rank, self.world_size,
                             self._blocks())
-        return BatchDataset(items, stream, self._batch_size(), getattr(items, "describe", None))
+        return self.batches(items, stream, self._batch_size(), getattr(items, "describe", None))
 
     def _restart(self, keep_position: bool = False) -> None:
         old = self._prefetcher

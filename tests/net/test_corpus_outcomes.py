@@ -54,12 +54,7 @@ UNEXPECTED = "unexpected error"
 # Nets that other slices of issue 16 are making build now (net id prefix -> slice); the lead
 # empties this at merge.
 PENDING: dict[str, str] = {
-    "TimoSaemann__ENet/": "segnet",
-    "alexgkendall__SegNet-Tutorial/": "segnet",
-    "lim0606__caffe-googlenet-bn/": "segnet",
-    "natanielruiz__net-archive/holistically-nested/": "segnet",
     "natanielruiz__net-archive/parsenet/": "parsenet",
-    "chuanqi305__MobileNet-SSD/": "ssd",
 }
 
 MISSING_DATA_MESSAGE = re.compile(r"No such file or directory|no such database|cannot open")

@@ -119,12 +119,28 @@ CASES.update({
     "BN": (X4, "", 1),
 })
 
+# SSD's types (weiliu89/caffe ssd; caffelike/layers/ssd*.py): constant inputs give degenerate
+# boxes, so the detection cases use CORNER decoding and one prior, one image (one row out).
+CASES.update({
+    "PriorBox": (X4 + [("img", (2, 3, 16, 16), 0.0)], "prior_box_param { min_size: 4 aspect_ratio: 2 variance: 0.1 }", 1),
+    "Permute": (X4, "permute_param { order: 0 order: 2 order: 3 order: 1 }", 1),
+    "Normalize": (X4, "norm_param { across_spatial: false channel_shared: false }", 1),
+    "DetectionOutput": ([("loc", (1, 4), 0.1), ("conf", (1, 2), 0.5), ("prior", (1, 2, 4), 0.5)],
+                        "detection_output_param { num_classes: 2 }", 1),
+    "DetectionEvaluate": ([("det", (1, 1, 1, 7), 1.0), ("gt", (1, 1, 1, 8), 1.0)],
+                          "detection_evaluate_param { num_classes: 2 }", 1),
+    "MultiBoxLoss": ([("loc", (2, 8), 0.1), ("conf", (2, 6), 0.5), ("prior", (1, 2, 8), 0.5),
+                      ("gt", (1, 1, 1, 8), 1.0)], "multibox_loss_param { num_classes: 3 }", 1),
+})
+
 # Types that read or write external data: exercised with real files below.
 SOURCE_TYPES = {"Data", "HDF5Data", "HDF5Output", "ImageData", "MemoryData", "Python", "WindowData"}
 # Caffe_Long's data layers: exercised with real files in tests/data/test_caffe_long_data.py.
 SOURCE_TYPES |= {"ImageSegData", "ImageProbData", "ImageRegressionData"}
 # SegNet's and HED's list layers: tests/data/test_dense_image_data.py.
 SOURCE_TYPES |= {"DenseImageData", "ImageLabelmapData"}
+# SSD's AnnotatedData: exercised with real LMDBs in tests/data/test_annotated_data.py.
+SOURCE_TYPES |= {"AnnotatedData"}
 
 
 def test_layer_type_list_is_sorted_and_complete():

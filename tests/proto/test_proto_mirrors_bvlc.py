@@ -39,9 +39,17 @@ ALLOWED_EXTRA_MESSAGES |= {"ROIPoolingParameter", "SmoothL1LossParameter", "PSRO
 ALLOWED_EXTRA_FIELD_OWNERS = {"TransformationParameter", "LayerParameter", "ImageDataParameter",
                               "MemoryDataParameter", "SoftmaxParameter", "PoolingParameter",
                               "ConvolutionParameter", "DropoutParameter", "LossParameter",
-                              "V1LayerParameter"}
+                              "V1LayerParameter", "SolverParameter"}
 # enum values added by forks (issue 16): ChenglongChen's V1 BN (its 39 is BVLC's DECONVOLUTION)
 ALLOWED_EXTRA_ENUM_VALUES: dict[str, dict[str, int]] = {"V1LayerParameter.LayerType": {"BN": 1500}}
+# SSD's fork (weiliu89/caffe ssd), checked against the fork's numbers in test_proto_ssd.py
+ALLOWED_EXTRA_MESSAGES |= {
+    "LabelMapItem", "LabelMap", "Sampler", "SampleConstraint", "BatchSampler", "EmitConstraint",
+    "NormalizedBBox", "Annotation", "AnnotationGroup", "AnnotatedDatum",
+    "ResizeParameter", "SaltPepperParameter", "NoiseParameter", "DistortionParameter",
+    "ExpansionParameter", "AnnotatedDataParameter", "DetectionEvaluateParameter",
+    "NonMaximumSuppressionParameter", "SaveOutputParameter", "DetectionOutputParameter",
+    "MultiBoxLossParameter", "NormalizeParameter", "PermuteParameter", "PriorBoxParameter"}
 
 
 def _descriptor(full_name: str):

@@ -29,7 +29,7 @@ NUMBERS = {
     ("BNParameter", "engine"): (6, {"PSPNet": 6}),
     ("LossParameter", "weight_by_label_freqs"): (1505, {"caffe-segnet": 3}),
     ("LossParameter", "class_weighting"): (4, {"caffe-segnet": 4}),
-    ("DropoutParameter", "sample_weights_test"): (2, {"caffe-segnet": 2}),
+    ("DropoutParameter", "sample_weights_test"): (1506, {"caffe-segnet": 2}),  # 2 is caffe-fast-rcnn's scale_train
     ("DenseImageDataParameter", "label_divide_factor"): (13, {"caffe-enet": 13}),
     **{("UpsampleParameter", name): (n, {"caffe-segnet": n}) for n, name in enumerate(
         ("scale", "scale_h", "scale_w", "pad_out_h", "pad_out_w", "upsample_h", "upsample_w"), start=1)},
