@@ -41,12 +41,12 @@ FORK_FIELDS: dict[str, tuple[int, int, str, str, str]] = {
     "chuanqi305__MobileNet-SSD/voc/MobileNetSSD_deploy.prototxt": (1177, 3, "permute_param", "LayerParameter", " of layer 'conv11_mbox_loc_perm' (Permute)"),
     "chuanqi305__MobileNet-SSD/voc/MobileNetSSD_train.prototxt": (16, 5, "resize_param", "TransformationParameter", " of layer 'data' (AnnotatedData)"),
     "chuanqi305__MobileNet-SSD/voc/MobileNetSSD_test.prototxt": (15, 5, "resize_param", "TransformationParameter", " of layer 'data' (AnnotatedData)"),
-    "chuanqi305__MobileNet-SSD/voc/solver.prototxt": (22, 1, "eval_type", "SolverParameter", ""),
+    # (eval_type, 22:1, is in our schema since issue 16: ParseNet's, weiliu89/caffe branch fcn)
+    "chuanqi305__MobileNet-SSD/voc/solver.prototxt": (23, 1, "ap_version", "SolverParameter", ""),
     # (The book fork's own fields, e.g. min_side_min, contrast_brightness_adjustment and
     # compact_bilinear_param, are in our schema: those nets parse; see test_caffe_long_nets_parse.)
     # (filter_stride, DeepLab/ParseNet's dilation, is in our schema since issue 16; the next fork field stops it)
     "natanielruiz__net-archive/parsenet/VGG_VOC2012ext.prototxt": (538, 3, "norm_param", "LayerParameter", " of layer 'fc7_norm' (Normalize)"),
-    "natanielruiz__net-archive/parsenet/VGG_VOC2012ext_solver.prototxt": (4, 1, "eval_type", "SolverParameter", ""),
     **{f"alexgkendall__SegNet-Tutorial/Models/{name}.prototxt": (7, 3, "dense_image_data_param", "LayerParameter", " of layer 'data' (DenseImageData)")
        for name in ("segnet_train", "segnet_inference", "bayesian_segnet_basic_inference")},
 }
@@ -63,6 +63,8 @@ FORK_FIELDS_IN_SCHEMA: dict[str, str] = {
     "rbgirshick__py-faster-rcnn/models/pascal_voc/VGG_CNN_M_1024/faster_rcnn_end2end/test.prototxt": "roi_pooling_param",
     "rbgirshick__py-faster-rcnn/models/pascal_voc/VGG_CNN_M_1024/faster_rcnn_end2end/train.prototxt": "smooth_l1_loss_param",
     "rbgirshick__py-faster-rcnn/models/pascal_voc/VGG16/fast_rcnn/test.prototxt": "roi_pooling_param",
+    # ParseNet's solver (weiliu89/caffe branch fcn's eval_type), issue 16
+    "natanielruiz__net-archive/parsenet/VGG_VOC2012ext_solver.prototxt": "eval_type",
 }
 
 # Files real Caffe refuses to parse: the exact one-line error (line:col as Caffe reports them).

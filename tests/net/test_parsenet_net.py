@@ -1,0 +1,107 @@
+"""ParseNet's corpus net and solver (natanielruiz/net-archive, on weiliu89/caffe branch fcn), issue 16.
+
+* The TEST net is read as far as the fork's own Caffe reads it: it stops at its missing LMDB
+  (the Data layer's error) once NormalizeParameter (SSD slice) holds the fcn branch's
+  ``fix_scale``; until then at that Normalize field.
+* The solver, with ParseNet's ``eval_type``, parses.
+* The TEST net with Input layers in place of its LMDB Data layers runs forward on generated
+  weights: bins pooling, UnPooling, the bilinear_upsampling deconvolution, ParseOutput and
+  ParseEvaluate, checked against what the fork's sources compute (numpy here).
+"""
+from __future__ import annotations
+
+import pathlib
+import re
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+import caffelike
+from caffelike.errors import CaffelikeError, DataError, PrototxtError
+from caffelike.layers import LAYERS
+from caffelike.proto import caffe_pb2
+
+HERE = pathlib.Path(__file__).resolve().parents[1] / "data" / "corpus" / "natanielruiz__net-archive" / "parsenet"
+NET = HERE / "VGG_VOC2012ext.prototxt"
+SOLVER = HERE / "VGG_VOC2012ext_solver.prototxt"
+SIZE = 48  # fc7 is 6 x 6: bin_size 1 needs at least 2
+
+
+def test_test_net_stops_where_the_fork_would(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the LMDBs do not exist here, as for Caffe
+    with pytest.raises(CaffelikeError) as info:
+        caffelike.Net(str(NET), caffelike.TEST)
+    message = str(info.value)
+    # Until NormalizeParameter has fcn's fix_scale the net stops at that Normalize field (norm_param
+    # itself before the SSD slice's merge); then, as the fork's Caffe, at the first Data layer's LMDB.
+    if isinstance(info.value, PrototxtError):
+        assert re.search(r"unknown field '(norm_param|fix_scale)' in caffe\.(LayerParameter|NormalizeParameter)"
+                         r" of layer 'fc7_norm' \(Normalize\)", message), message
+    else:
+        assert isinstance(info.value, DataError), message
+        assert "layer 'data' (Data)" in message and "cannot open LMDB" in message, message
+
+
+def test_solver_parses_with_eval_type() -> None:
+    solver = text_format.Parse(SOLVER.read_text(), caffe_pb2.SolverParameter())
+    assert solver.eval_type == "segmentation"
+    assert caffe_pb2.SolverParameter().eval_type == "classification"
+
+
+def _runnable_test_net() -> str:
+    """The corpus net with Input layers for its TEST Data layers (and, until the merge with the
+    SSD slice, an identity Power layer for each Normalize, without its norm_param)."""
+    text = NET.read_text()
+    normalize = "Normalize" in LAYERS and "norm_param" in caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name
+    if not normalize:
+        text = re.sub(r"norm_param \{\s*scale_filler \{[^}]*\}[^}]*\}", "", text)
+        text = text.replace('type: "Normalize"', 'type: "Power"')
+    elif "fix_scale" not in caffe_pb2.NormalizeParameter.DESCRIPTOR.fields_by_name:
+        text = text.replace("fix_scale: false", "")
+    net = text_format.Parse(text, caffe_pb2.NetParameter())
+    for layer in net.layer:
+        if layer.type == "Data" and layer.include[0].phase == caffe_pb2.TEST:
+            channels = 3 if layer.name == "data" else 1
+            layer.ClearField("data_param")
+            layer.ClearField("transform_param")
+            layer.type = "Input"
+            layer.input_param.shape.add().dim.extend([1, channels, SIZE, SIZE])
+    return text_format.MessageToString(net)
+
+
+def test_test_net_runs_forward(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "parsenet_test.prototxt"
+    path.write_text(_runnable_test_net())
+    net = caffelike.Net(str(path), caffelike.TEST)
+    rng = np.random.default_rng(0)
+    for name, blobs in net.params.items():
+        if name != "upscore21":  # keep its bilinear_upsampling weights
+            weights, *bias = blobs
+            weights.data[...] = rng.normal(scale=np.sqrt(2.0 / weights.data[0].size), size=weights.data.shape)
+            for blob in bias:
+                blob.data[...] = 0
+    image = rng.normal(scale=50, size=(1, 3, SIZE, SIZE)).astype(np.float32)
+    label = rng.integers(0, 21, size=(1, 1, SIZE, SIZE)).astype(np.float32)
+    label[0, 0, :5] = 255
+    net.forward(data=image, label=label)
+    b = {k: np.array(v.data) for k, v in net.blobs.items()}
+
+    # bins pooling (bin_size 1: the mean of fc7) and the UnPooling repeat over fc7's map
+    np.testing.assert_allclose(b["pool6_1x1"], b["fc7"].mean(axis=(2, 3), keepdims=True), rtol=1e-5, atol=1e-6)
+    assert b["pool6_1x1_norm_upscore21"].shape == (1, 21, 6, 6)
+    np.testing.assert_array_equal(b["pool6_1x1_norm_upscore21"],
+                                  np.broadcast_to(b["pool6_1x1_norm_score21"], (1, 21, 6, 6)))
+    # the deconvolution's fork filler: K = 16, f = 8, c = 15/16 (filler.hpp of the fcn branch)
+    row = 1 - np.abs(np.arange(16) / 8 - 15 / 16)
+    np.testing.assert_allclose(np.array(net.params["upscore21"][0].data)[3, 0], np.outer(row, row), rtol=1e-6)
+    assert b["score"].shape == (1, 21, SIZE, SIZE)
+    # ParseOutput: the first channel holding the maximum
+    np.testing.assert_array_equal(b["predlabel"], b["score"].argmax(axis=1)[:, None].astype(np.float32))
+    # ParseEvaluate: per label (right, labelled, predicted), label 255 ignored
+    keep = label.ravel() != 255
+    gt, pred = label.ravel()[keep].astype(int), b["predlabel"].ravel()[keep].astype(int)
+    expected = np.stack([np.bincount(gt[gt == pred], minlength=21), np.bincount(gt, minlength=21),
+                         np.bincount(pred, minlength=21)], axis=1)
+    np.testing.assert_array_equal(b["evaluation"].reshape(21, 3), expected)
+    assert net.outputs == ["evaluation"]
