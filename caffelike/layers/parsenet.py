@@ -9,6 +9,7 @@ axis acts on its own, so the layer is ``A_h @ x @ A_w^T`` with one small matrix 
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Sequence
 
 import torch
@@ -62,6 +63,7 @@ def unpool_geometry(layer: Layer, p: caffe_pb2.UnPoolingParameter, shapes: Seque
     return kernel, stride, pad
 
 
+@lru_cache(maxsize=64)
 def unpool_matrix(method: int, size: int, kernel: int, stride: int, pad: int) -> Tensor:
     """The (out, size) float64 matrix of one axis: out = (size - 1) * stride - 2 * pad + kernel.
 
@@ -70,6 +72,7 @@ def unpool_matrix(method: int, size: int, kernel: int, stride: int, pad: int) ->
     cells whose clipped windows cover it, divided by their number; DIV further divides each
     input cell by its window length (clipped at ``out + pad`` only, as the fork counts it).
     The 2-D layer is the product of both axes' matrices (the fork's counts are per-axis products).
+    Cached: callers must not modify the result.
     """
     out = (size - 1) * stride - 2 * pad + kernel
     m = torch.zeros(max(out, 0), size, dtype=torch.float64)

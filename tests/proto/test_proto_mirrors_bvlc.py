@@ -36,6 +36,10 @@ ALLOWED_EXTRA_MESSAGES |= {"ROIPoolingParameter", "SmoothL1LossParameter", "PSRO
 ALLOWED_EXTRA_FIELD_OWNERS = {"TransformationParameter", "LayerParameter", "ImageDataParameter",
                               "MemoryDataParameter", "SoftmaxParameter", "PoolingParameter",
                               "ConvolutionParameter", "DropoutParameter"}
+# issue 16, slice parsenet (checked in test_proto_parsenet.py): weiliu89/caffe branch fcn's
+# UnPooling/ParseEvaluate messages, PoolingParameter bins, SolverParameter.eval_type
+ALLOWED_EXTRA_MESSAGES |= {"UnPoolingParameter", "ParseEvaluateParameter"}
+ALLOWED_EXTRA_FIELD_OWNERS |= {"SolverParameter"}
 
 
 def _descriptor(full_name: str):
