@@ -7,6 +7,7 @@
 * The TEST net with Input layers in place of its LMDB Data layers runs forward on generated
   weights: bins pooling, UnPooling, the bilinear_upsampling deconvolution, ParseOutput and
   ParseEvaluate, checked against what the fork's sources compute (numpy here).
+* A ParseNet-style global-context branch (bin pooling, UnPooling) trains with a falling loss.
 """
 from __future__ import annotations
 
@@ -105,3 +106,35 @@ def test_test_net_runs_forward(tmp_path: pathlib.Path) -> None:
                          np.bincount(pred, minlength=21)], axis=1)
     np.testing.assert_array_equal(b["evaluation"].reshape(21, 3), expected)
     assert net.outputs == ["evaluation"]
+
+
+TRAIN_NET = """
+layer { name: "data" type: "DummyData" top: "data" top: "label"
+        dummy_data_param { shape { dim: 2 dim: 3 dim: 6 dim: 6 } shape { dim: 2 dim: 1 dim: 6 dim: 6 }
+                           data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 2 } } }
+layer { name: "local" type: "Convolution" bottom: "data" top: "local"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "pool" type: "Pooling" bottom: "local" top: "pool" pooling_param { pool: AVE bin_size: 1 } }
+layer { name: "global" type: "Convolution" bottom: "pool" top: "global"
+        convolution_param { num_output: 4 kernel_size: 1 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "unpool" type: "UnPooling" bottom: "global" bottom: "local" top: "unpool"
+        unpooling_param { unpool: REP out_kernel_size: 0 out_stride: 0 } }
+layer { name: "score" type: "Eltwise" bottom: "unpool" bottom: "local" top: "score" }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss" }
+"""
+
+
+def test_parsenet_style_context_branch_trains(tmp_path: pathlib.Path) -> None:
+    """Global context as ParseNet adds it (bin pooling, a 1x1 convolution, UnPooling back over the
+    map, summed with the local scores) trains: the loss falls and the context branch learns."""
+    (tmp_path / "net.prototxt").write_text(TRAIN_NET)
+    solver_file = tmp_path / "solver.prototxt"
+    solver_file.write_text(f'net: "{tmp_path / "net.prototxt"}"\nbase_lr: 0.1\nlr_policy: "fixed"\n'
+                           'momentum: 0.9\nmax_iter: 30\nsnapshot_after_train: false\n')
+    solver = caffelike.get_solver(str(solver_file))
+    before = np.array(solver.net.params["global"][0].data).copy()
+    solver.step(1)
+    first = float(solver.net.blobs["loss"].data)
+    solver.step(29)
+    assert float(solver.net.blobs["loss"].data) < 0.5 * first
+    assert not np.allclose(np.array(solver.net.params["global"][0].data), before)
