@@ -27,7 +27,7 @@ def _given(layer: Layer, p: caffe_pb2.UnPoolingParameter, name: str, pair: str) 
     one = p.HasField(f"out_{name}")
     h, w = p.HasField(f"out_{pair}_h"), p.HasField(f"out_{pair}_w")
     if name == "kernel_size":
-        if one == (h and w) or not (one or (h and w)):
+        if one == (h and w):
             raise layer.error("unpooling_param needs out_kernel_size, or both out_kernel_h and "
                               "out_kernel_w (not both forms)")
     elif not ((not one and h and w) or (not h and not w)):
