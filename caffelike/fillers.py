@@ -124,11 +124,13 @@ def msra(param: caffe_pb2.FillerParameter, t: torch.Tensor, gen: torch.Generator
     _no_sparse(param)
 
 
-def bilinear_kernel(shape: tuple[int, ...]) -> np.ndarray:
+def bilinear_kernel(shape: tuple[int, ...], fork_centre: bool = False) -> np.ndarray:
     """Caffe's bilinear upsampling weights for a 4-axis blob with square kernels (float32).
 
     With K the kernel width, f = ceil(K/2) and c = (K-1)/(2f), the weight at (y, x) is
     (1-|x/f-c|)(1-|y/f-c|), the same for every (out, in) pair; computed in float32 like Caffe.
+    ``fork_centre``: the earlier c = (2f - 1 - f % 2)/(2f) of ParseNet's ``bilinear_upsampling``
+    (weiliu89/caffe branch fcn), which differs only for K % 4 == 3 (K = 3: c = 3/4, not 1/2).
     """
     if len(shape) != 4:
         raise _FillerError(f"bilinear filler needs a 4-axis blob, got shape {tuple(shape)}")
@@ -136,7 +138,7 @@ def bilinear_kernel(shape: tuple[int, ...]) -> np.ndarray:
     if k_h != k_w:
         raise _FillerError(f"bilinear filler needs a square kernel, got {k_h}x{k_w}")
     f = math.ceil(k_w / 2.0)
-    c = np.float32((k_w - 1) / (2.0 * f))
+    c = np.float32(((2 * f - 1 - f % 2) if fork_centre else (k_w - 1)) / (2.0 * f))
     pos = np.arange(k_w, dtype=np.float32)
     w1 = np.float32(1) - np.abs(pos / np.float32(f) - c)
     kernel = (w1[:, None] * w1[None, :]).astype(np.float32)
@@ -147,6 +149,14 @@ def bilinear_kernel(shape: tuple[int, ...]) -> np.ndarray:
 def bilinear(param: caffe_pb2.FillerParameter, t: torch.Tensor, gen: torch.Generator | None) -> None:
     """Deterministic bilinear interpolation kernel (for Deconvolution upsampling)."""
     t.copy_(torch.from_numpy(bilinear_kernel(tuple(t.shape))))
+    _no_sparse(param)
+
+
+@FILLERS.decorator("bilinear_upsampling")
+def bilinear_upsampling(param: caffe_pb2.FillerParameter, t: torch.Tensor, gen: torch.Generator | None) -> None:
+    """weiliu89/caffe branch fcn (ParseNet, ``filler.hpp``): BVLC's earlier bilinear kernel,
+    centred at c = (2f - 1 - f % 2) / (2f) (see :func:`bilinear_kernel`)."""
+    t.copy_(torch.from_numpy(bilinear_kernel(tuple(t.shape), fork_centre=True)))
     _no_sparse(param)
 
 

@@ -46,7 +46,9 @@ def _filled_weight(name: str, seed: int) -> np.ndarray:
 def test_every_caffe_filler_has_a_case_and_is_registered() -> None:
     names = {n.split("__", 1)[1].split("_")[0] for n in FILLER_CASES}
     names = {"positive_unitball" if n == "positive" else n for n in names}
-    assert names == set(FILLERS.names()) == {
+    # fork fillers have no golden case (no real build computes them): ParseNet's
+    # bilinear_upsampling is checked in tests/layers/test_parsenet.py
+    assert names == set(FILLERS.names()) - {"bilinear_upsampling"} == {
         "constant", "uniform", "gaussian", "positive_unitball", "xavier", "msra", "bilinear"}
 
 

@@ -15,7 +15,7 @@ from .base import LAYERS, TEST, TRAIN, Layer, LayerInfo, register_layer
 FAMILIES = ("neuron", "common", "shape", "inputs", "vision", "normalization", "loss", "recurrent", "data", "python",
             "caffe_long", "caffe_long_bilinear", "caffe_long_margin", "caffe_long_loss", "caffe_long_data",
             "fork_misc", "yolo", "interp", "rcnn", "segnet", "fork_bn", "segnet_data",
-            "ssd", "ssd_detection", "ssd_loss", "ssd_data")
+            "ssd", "ssd_detection", "ssd_loss", "ssd_data", "parsenet")
 
 for _family in FAMILIES:
     importlib.import_module(f"{__name__}.{_family}")

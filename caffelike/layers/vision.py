@@ -18,6 +18,7 @@ from ..fillers import fill
 from ..proto import caffe_pb2
 from .base import TRAIN, Layer, Shape, canonical_axis, register_layer
 from .hole import fork_dilation
+from .pool_bins import bin_geometry, has_bins
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
@@ -521,7 +522,8 @@ class Pooling(Layer):
 
     Caffe semantics: CEIL output size with the padded-last-window rule (:func:`pooled_size`),
     MAX picks the first maximum, AVE divides by the padded-clipped window size; an optional
-    second top (MAX only) is the argmax mask. Golden: ``Pooling__*``.
+    second top (MAX only) is the argmax mask. Golden: ``Pooling__*``. ParseNet's
+    ``bin_size``/``bin_h``/``bin_w`` (:mod:`.pool_bins`) derive kernel, stride and pad from the bottom.
     """
 
     def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: Sequence[Shape],
@@ -533,7 +535,8 @@ class Pooling(Layer):
             raise self.error(f"Pooling needs a 4-axis (num, channels, height, width) bottom, got {shape}")
         self.pool = p.pool
         self.global_pooling = p.global_pooling
-        self.geom = _pool_geometry(self, p, shape)
+        self.bins = has_bins(p)
+        self.geom = self._bin_geometry(shape) if self.bins else _pool_geometry(self, p, shape)
         if len(param.top) > 1 and self.pool != PoolMethod.MAX:
             raise self.error("only MAX pooling has a second (mask) top")
         check_pool_windows(self, self.geom, shape[2], shape[3])
@@ -542,9 +545,16 @@ class Pooling(Layer):
         if len(shape) != 4:
             raise self.error(f"Pooling needs a 4-axis bottom, got shape {tuple(shape)}")
         g = self.geom
-        if self.global_pooling:
+        if self.bins:
+            g = self._bin_geometry(shape)
+        elif self.global_pooling:
             g = PoolGeometry((shape[2], shape[3]), g.stride, g.pad, g.ceil)
         return g
+
+    def _bin_geometry(self, shape: Shape) -> PoolGeometry:
+        p = self.param.pooling_param
+        kernel, stride, pad = bin_geometry(self, p, shape[2], shape[3])
+        return PoolGeometry(kernel, stride, pad, p.round_mode == PoolMethod.CEIL and p.ceil_mode)
 
     def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
         """(N, C, pooled H, pooled W) for the top (and the MAX mask top, if any)."""

@@ -26,6 +26,7 @@ from .debug_info import DebugInfo
 from .lr_policies import get_policy
 from .nets import build_net, test_net_sources, train_net_source
 from .scoring import OutputSums
+from .segmentation import segmentation_lines
 from .tensorboard import ScalarSink, TensorBoardSink, summary_writer_class
 from .updates import UPDATE_RULES, Hyper, apply_update, check_hyper, get_rule
 
@@ -450,6 +451,7 @@ class Solver:
         net = self.test_nets[index]
         net.share_trained_layers_with(self.net)
         sums = OutputSums()
+        channels: dict[str, int] = {}
         for _ in range(p.test_iter[index]):
             request = self._requested_action()
             while request != NONE:
@@ -464,12 +466,17 @@ class Solver:
                 blobs = net.run()
                 iter_loss = net.objective(blobs).float().item() if p.test_compute_loss else 0.0
             sums.add(net, blobs, iter_loss)
+            channels = {name: (tuple(blobs[name].shape) + (1, 1))[1] for name in net.output_names}
         if self.requested_early_exit:
             log.info(messages.test_interrupted())
             return []
         if p.test_compute_loss:
             log.info(messages.test_loss(sums.mean_loss()))
         results = sums.means()
+        if p.eval_type == "segmentation":  # ParseNet's (weiliu89/caffe branch fcn)
+            for line in segmentation_lines(sums, channels):
+                log.info(line)
+            return results
         for k, (name, mean, weight) in enumerate(results):
             log.info(messages.test_output(k, name, mean, weight))
         self.scalars.outputs(self.iter, [(name, mean) for name, mean, _ in results], index)

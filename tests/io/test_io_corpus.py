@@ -37,8 +37,6 @@ FORK_FIELDS: dict[str, tuple[int, int, str, str, str]] = {
     "BVLC__caffe@v1/examples/mnist/lenet_stepearly_solver.prototxt": (18, 1, "stepearly", "SolverParameter", ""),
     # (The book fork's own fields, e.g. min_side_min, contrast_brightness_adjustment and
     # compact_bilinear_param, are in our schema: those nets parse; see test_caffe_long_nets_parse.)
-    # (filter_stride, DeepLab/ParseNet's dilation, is in our schema since issue 16; the next fork field stops it)
-    "natanielruiz__net-archive/parsenet/VGG_VOC2012ext.prototxt": (538, 3, "norm_param", "LayerParameter", " of layer 'fc7_norm' (Normalize)"),
 }
 
 # Files BVLC Caffe refuses for a fork field that our schema holds (issue 16): they parse here.
@@ -64,7 +62,10 @@ FORK_FIELDS_IN_SCHEMA: dict[str, str] = {
     "chuanqi305__MobileNet-SSD/voc/MobileNetSSD_train.prototxt": "resize_param",
     "chuanqi305__MobileNet-SSD/voc/MobileNetSSD_test.prototxt": "resize_param",
     "chuanqi305__MobileNet-SSD/voc/solver.prototxt": "eval_type",
+    # ParseNet's solver (weiliu89/caffe branch fcn's eval_type), issue 16
     "natanielruiz__net-archive/parsenet/VGG_VOC2012ext_solver.prototxt": "eval_type",
+    # ParseNet's net (filter_stride, norm_param, bin_size, unpooling_param, ...), issue 16
+    "natanielruiz__net-archive/parsenet/VGG_VOC2012ext.prototxt": "filter_stride",
 }
 
 # Files real Caffe refuses to parse: the exact one-line error (line:col as Caffe reports them).

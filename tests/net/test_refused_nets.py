@@ -134,7 +134,7 @@ READ_ON_BY_DESIGN: dict[str, tuple[str, type | None, tuple[str, ...]]] = {
     **{f"{_PY_FRCNN}/{arch}/faster_rcnn_end2end/train.prototxt": ("smooth_l1_loss_param",) + _ROI_DATA
        for arch in ("VGG16", "ZF", "VGG_CNN_M_1024")},
     "natanielruiz__net-archive/parsenet/VGG_VOC2012ext.prototxt":
-        ("filter_stride", PrototxtError, (":538:", "unknown field 'norm_param' in caffe.LayerParameter")),
+        ("filter_stride", DataError, ("layer 'data' (Data)", "cannot open LMDB")),
 }
 # SSD's fork (weiliu89/caffe ssd, issue 16): the deploy net builds (its priors, and the
 # detection top's set-up shape); the train/test nets read on to what Caffe would stop at next.

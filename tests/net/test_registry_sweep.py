@@ -112,6 +112,14 @@ CASES.update({
                      "psroi_pooling_param { output_dim: 2 group_size: 2 spatial_scale: 1 }", 1),
     "SmoothL1Loss": (X2 + [("y", (2, 3), 0.1)], "", 1),
 })
+# ParseNet types (caffelike/layers/parsenet.py), issue 16
+CASES.update({
+    "UnPooling": ([("x", (2, 3, 1, 1), 0.5), ("like", (2, 3, 4, 4), 0.0)],
+                  "unpooling_param { unpool: REP out_kernel_size: 0 }", 1),
+    "ParseOutput": (X4, "", 2),
+    "ParseEvaluate": ([("pred", (2, 1, 4, 4), 1.0), ("gt", (2, 1, 4, 4), 2.0)],
+                      "parse_evaluate_param { num_labels: 3 }", 1),
+})
 
 # SegNet/ENet/PSPNet/YOLO compute types (issue 16; tests/layers/test_segnet.py, test_fork_bn.py)
 CASES.update({

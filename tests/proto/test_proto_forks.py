@@ -27,10 +27,11 @@ def test_ceil_mode_is_a_bool_defaulting_to_true_under_a_free_number() -> None:
     assert [f.number for f in desc.fields].count(ours) == 1
 
 
-def test_only_ceil_mode_is_added_to_pooling_parameter() -> None:
+def test_only_ceil_mode_and_parsenets_bins_are_added_to_pooling_parameter() -> None:
     names = {f.name for f in caffe_pb2.PoolingParameter.DESCRIPTOR.fields}
     assert names == {"pool", "pad", "pad_h", "pad_w", "kernel_size", "kernel_h", "kernel_w", "stride",
-                     "stride_h", "stride_w", "engine", "global_pooling", "round_mode", "ceil_mode"}
+                     "stride_h", "stride_w", "engine", "global_pooling", "round_mode", "ceil_mode",
+                     "bin_size", "bin_h", "bin_w"}  # bins: test_proto_parsenet.py
 
 
 def test_ceil_mode_parses_and_round_trips_by_name() -> None:

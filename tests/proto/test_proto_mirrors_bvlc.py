@@ -50,6 +50,9 @@ ALLOWED_EXTRA_MESSAGES |= {
     "ExpansionParameter", "AnnotatedDataParameter", "DetectionEvaluateParameter",
     "NonMaximumSuppressionParameter", "SaveOutputParameter", "DetectionOutputParameter",
     "MultiBoxLossParameter", "NormalizeParameter", "PermuteParameter", "PriorBoxParameter"}
+# issue 16, slice parsenet (checked in test_proto_parsenet.py): weiliu89/caffe branch fcn's
+# UnPooling/ParseEvaluate messages, PoolingParameter bins, SolverParameter.eval_type
+ALLOWED_EXTRA_MESSAGES |= {"UnPoolingParameter", "ParseEvaluateParameter"}
 
 
 def _descriptor(full_name: str):

@@ -56,10 +56,15 @@ RENUMBERED = {
 }
 
 
+# Fields another fork adds to an SSD message (ParseNet's fcn branch: fix_scale, its 4, is SSD's eps).
+OTHER_FORKS_FIELDS = {"NormalizeParameter": {"fix_scale": "1585"}}
+
+
 @pytest.mark.parametrize("name", FORK_MESSAGES)
 def test_fork_message_keeps_the_forks_numbers(name: str) -> None:
     desc = getattr(caffe_pb2, name).DESCRIPTOR
     expected = dict(item.split("=") for item in FORK_MESSAGES[name].split())
+    expected.update(OTHER_FORKS_FIELDS.get(name, {}))
     assert {f.name: str(f.number) for f in desc.fields} == expected
 
 
