@@ -22,6 +22,7 @@ from ..errors import SolverError, WeightsError, Where
 from ..glog import get_logger
 from ..proto import caffe_pb2
 from . import messages, snapshot as snap
+from .allocator import keep_freed_memory
 from .debug_info import DebugInfo
 from .lr_policies import get_policy
 from .nets import build_net, test_net_sources, train_net_source
@@ -127,6 +128,8 @@ class Solver:
         for net in self.test_nets if param.debug_info and self.root else []:
             DebugInfo(net).enabled = True  # Caffe's test nets log on every pass
         self._setup_accel(amp, compile, fuse, channels_last)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # each iteration reuses the last one's pages (see .allocator)
         # where the numbers of the lr and output log lines also go (the root process only)
         self.scalars: ScalarSink = (TensorBoardSink(tensorboard, len(self.test_nets))
                                     if tensorboard is not None and self.root else ScalarSink())
