@@ -55,8 +55,12 @@ def normalizer(mode: int, outer: int, inner: int, valid: int) -> float:
     return max(1.0, float(n))
 
 
-def _masked_loss(per: Tensor, valid: Tensor, mode: int, outer: int, inner: int) -> tuple[Tensor, float]:
-    """``-sum(per)`` over the items that count, divided by Caffe's normalizer; and that normalizer."""
+def _masked_loss(per: Tensor, valid: Tensor | None, mode: int, outer: int, inner: int) -> tuple[Tensor, float]:
+    """``-sum(per)`` over the items that count (``valid`` None: all of them), divided by
+    Caffe's normalizer; and that normalizer."""
+    if valid is None:  # no ignore_label: the same sum without the mask's product and count
+        norm = normalizer(mode, outer, inner, outer * inner)
+        return -per.sum() / norm, norm
     n_valid = int(valid.sum()) if valid.device.type != "meta" else 0
     norm = normalizer(mode, outer, inner, n_valid)
     return -(per * valid.to(per.dtype)).sum() / norm, norm
@@ -127,20 +131,33 @@ def _label_mask(labels: Tensor, ignore: int | None, num_classes: int, layer: Lay
     return valid
 
 
+def _check_label_range(labels: Tensor, num_classes: int, layer: Layer) -> None:
+    """:func:`_label_mask` without an ignore_label, as one min/max pass: a label out of range
+    is a user error."""
+    if labels.device.type == "meta" or labels.numel() == 0:
+        return
+    low, high = torch.aminmax(labels)
+    if int(low) < 0 or int(high) >= num_classes:
+        _label_mask(labels, None, num_classes, layer)  # raises, naming the first bad label
+
+
 class _SoftmaxLossFn(torch.autograd.Function):
     """Softmax + log loss over (outer, C, inner) with Caffe's backward (prob - onehot)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, labels: Tensor, valid: Tensor, mode: int,
+    def forward(ctx, x: Tensor, labels: Tensor, valid: Tensor | None, mode: int,
                 class_weights: Tensor | None = None) -> Tensor:
         outer, c, inner = x.shape
         prob = torch.softmax(x, dim=1)
-        safe = torch.where(valid, labels, torch.zeros_like(labels))
+        safe = labels if valid is None else torch.where(valid, labels, torch.zeros_like(labels))
         picked = prob.gather(1, safe.unsqueeze(1)).squeeze(1)
         logs = torch.log(torch.clamp(picked, min=FLT_MIN))
-        # SegNet's class_weighting: each item's term (and gradient) times its label's weight
-        weight = valid.to(x.dtype) if class_weights is None else valid * class_weights.to(x.device, x.dtype)[safe]
-        loss, ctx.norm = _masked_loss(logs * weight, valid, mode, outer, inner)
+        # each item's term (and gradient) times its weight: 0 for an ignored label, and SegNet's
+        # class_weighting; no weight at all when every label counts unweighted
+        weight = None if class_weights is None else class_weights.to(x.device, x.dtype)[safe]
+        if valid is not None:
+            weight = valid.to(x.dtype) if weight is None else weight * valid
+        loss, ctx.norm = _masked_loss(logs if weight is None else logs * weight, valid, mode, outer, inner)
         ctx.save_for_backward(prob, safe, weight)
         return loss
 
@@ -149,7 +166,8 @@ class _SoftmaxLossFn(torch.autograd.Function):
         prob, safe, weight = ctx.saved_tensors
         grad = prob.clone()
         grad.scatter_add_(1, safe.unsqueeze(1), -torch.ones_like(prob[:, :1]))
-        grad = grad * weight.unsqueeze(1)
+        if weight is not None:
+            grad = grad * weight.unsqueeze(1)
         return grad * (dloss / ctx.norm), None, None, None, None
 
 
@@ -202,7 +220,11 @@ class SoftmaxWithLoss(LossLayer):
     def forward(self, x: Tensor, label: Tensor) -> list[Tensor]:
         outer, c, inner = self._check_labels([tuple(x.shape), tuple(label.shape)])
         labels = _labels(label).reshape(outer, inner)
-        valid = _label_mask(labels, self.ignore, c, self)
+        if self.ignore is None:  # every label counts: no mask to build, multiply or count
+            _check_label_range(labels, c, self)
+            valid = None
+        else:
+            valid = _label_mask(labels, self.ignore, c, self)
         return [_SoftmaxLossFn.apply(x.reshape(outer, c, inner), labels, valid, self.mode, self.class_weights)]
 
 

@@ -101,9 +101,10 @@ class BatchNorm(Layer):
     def _accumulate(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
         """Caffe's running sums: ``factor = maf*factor + 1``, ``blob = maf*blob + batch stat``."""
         maf = self.moving_average_fraction
-        self.blobs[2].mul_(maf).add_(1.0)
-        self.blobs[0].mul_(maf).add_(mean)
-        self.blobs[1].mul_(maf).add_(unbiased_var)
+        blobs = self.blobs._parameters  # not the ParameterList's slower __getitem__
+        blobs["2"].mul_(maf).add_(1.0)
+        blobs["0"].mul_(maf).add_(mean)
+        blobs["1"].mul_(maf).add_(unbiased_var)
 
     def affine(self, channels: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """With global statistics, ``x * s - mean * s`` for ``s = 1/sqrt(var + eps)`` (float64)."""
@@ -131,13 +132,29 @@ class FusedBatchNormScale(Delegating):
     def __init__(self, batch_norm: BatchNorm, scale: Layer):
         super().__init__(batch_norm)
         object.__setattr__(self, "_scale", scale)  # not a submodule: it stays registered where it was
+        # which of the Scale's blobs are gamma and beta, so that each call reads them from the
+        # ParameterList's dict (its __getitem__ costs microseconds); None: ask the Scale each call
+        object.__setattr__(self, "_keys", _blob_keys(scale, scale.learned_channel_affine(batch_norm.channels)))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         bn, scale = self.original, self._scale
         if not bn.use_global_stats and x.numel() // bn.channels <= 1:
             return scale(*bn(x))  # BatchNorm's own degenerate-batch path, then the Scale
-        gamma, beta = scale.learned_channel_affine(bn.channels)
+        if self._keys is None:
+            gamma, beta = scale.learned_channel_affine(bn.channels)
+        else:
+            blobs = scale.blobs._parameters
+            gamma, beta = (None if key is None else blobs[key] for key in self._keys)
         return [bn.normalize(x, gamma, beta)]
+
+
+def _blob_keys(layer: Layer, tensors) -> tuple[str, str | None] | None:
+    """The ParameterList keys of ``tensors`` (gamma, beta or None) among ``layer``'s blobs."""
+    if tensors is None:
+        return None
+    by_id = {id(t): key for key, t in layer.blobs._parameters.items()}
+    keys = tuple(None if t is None else by_id.get(id(t)) for t in tensors)
+    return None if keys[0] is None or (tensors[1] is not None and keys[1] is None) else keys
 
 
 # --------------------------------------------------------------------------------------------

@@ -111,7 +111,9 @@ class NetGraph(nn.Module):
         """Caffe's total loss: ``sum(loss_weight * top.sum())`` over the loss-weighted tops."""
         total: torch.Tensor | None = None
         for name, w in self.loss_weights.items():
-            term = blobs[name].sum() * w
+            top = blobs[name]
+            # a scalar top of weight 1 is its own term (the same value, two autograd nodes fewer)
+            term = top if top.dim() == 0 and w == 1.0 else top.sum() * w
             total = term if total is None else total + term
         return total if total is not None else torch.zeros((), device=device)
 

@@ -22,6 +22,7 @@ from ..errors import SolverError, WeightsError, Where
 from ..glog import get_logger
 from ..proto import caffe_pb2
 from . import messages, snapshot as snap
+from .allocator import keep_freed_memory
 from .debug_info import DebugInfo
 from .lr_policies import get_policy
 from .nets import build_net, test_net_sources, train_net_source
@@ -128,6 +129,8 @@ class Solver:
         for net in self.test_nets if param.debug_info and self.root else []:
             DebugInfo(net).enabled = True  # Caffe's test nets log on every pass
         self._setup_accel(amp, compile, fuse, channels_last)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # each iteration reuses the last one's pages (see .allocator)
         # where the numbers of the lr and output log lines also go (the root process only)
         self.scalars: ScalarSink = (TensorBoardSink(tensorboard, len(self.test_nets))
                                     if tensorboard is not None and self.root else ScalarSink())
@@ -139,6 +142,10 @@ class Solver:
         self._losses: list = []
         self._smoothed = F32(0)
         self._params = self.net.learnable_params
+        self._lr_mults = tuple(i.lr_mult for i in self._params)
+        self._decay_mults = tuple(i.decay_mult for i in self._params)
+        # the Input layers' blobs, fed to each training pass as they are (Net.run would copy them)
+        self._input_blobs = [(name, self.net.blobs[name]) for name in self.net.inputs]
         self.history = [torch.zeros_like(p.tensor, memory_format=torch.contiguous_format).detach()
                         for _ in range(self.rule.history_sets) for p in self._params]
         self._zero_diffs: dict[int, torch.Tensor] = {}
@@ -255,6 +262,8 @@ class Solver:
                           amp: str | None, scaler: accel.LossScaler) -> tuple[float, dict]:
         """One forward (under ``amp``) and backward (of the ``scaler``-scaled loss); (loss, blobs)."""
         self.net.hold_last_pass(None)  # the previous pass's activations go before this forward
+        if inputs is None and self._input_blobs:
+            inputs = {name: blob.data_tensor().to(self.device) for name, blob in self._input_blobs}
         with accel.autocast(self.device, amp):
             blobs = self.net.run(inputs)
             objective = self.net.objective(blobs)
@@ -379,9 +388,8 @@ class Solver:
             log.info(messages.iteration_lr(self.iter, rate))
             self.scalars.lr(self.iter, rate)
         diffs = self._diffs()
-        clipped = apply_update([i.tensor for i in self._params], diffs, self.history,
-                               [i.lr_mult for i in self._params], [i.decay_mult for i in self._params],
-                               rate, p, self.rule, self.hyper, self.iter)
+        clipped = apply_update([i.tensor for i in self._params], diffs, self.history, self._lr_mults,
+                               self._decay_mults, rate, p, self.rule, self.hyper, self.iter)
         if self._debug is not None:
             self._debug.update_lines(self._params, diffs)
         if clipped is not None and self.root:

@@ -11,6 +11,7 @@ first N (``AdaDeltaPreSolve`` / ``AdamPreSolve``).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -47,16 +48,32 @@ def _scaled(tensors: Tensors, scalars: Sequence[float]) -> list[torch.Tensor]:
     return list(torch._foreach_mul(list(tensors), list(scalars)))
 
 
+@functools.lru_cache(maxsize=64)
+def _groups(scalars: tuple[float, ...]) -> tuple[tuple[float, tuple[int, ...] | None], ...]:
+    """The blob indices of each distinct scalar, in first-seen order (None: every blob)."""
+    groups: dict[float, list[int]] = {}
+    for i, scalar in enumerate(scalars):
+        groups.setdefault(float(scalar), []).append(i)
+    if len(groups) == 1:
+        return ((next(iter(groups)), None),)
+    return tuple((scalar, tuple(idx)) for scalar, idx in groups.items())
+
+
 def _add_scaled_(ys: list[torch.Tensor], xs: Sequence[torch.Tensor], scalars: Sequence[float]) -> None:
     """y += s*x per blob, one fused foreach call per distinct s (usually one or two: the
     lr_mult / decay_mult values of weights and biases), with no temporaries."""
-    groups: dict[float, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
-    for y, x, scalar in zip(ys, xs, scalars):
-        group = groups.setdefault(float(scalar), ([], []))
-        group[0].append(y)
-        group[1].append(x)
-    for scalar, (gy, gx) in groups.items():
-        torch._foreach_add_(gy, gx, alpha=scalar)
+    for scalar, idx in _groups(tuple(scalars)):
+        if idx is None:
+            torch._foreach_add_(list(ys), list(xs), alpha=scalar)
+        else:
+            torch._foreach_add_([ys[i] for i in idx], [xs[i] for i in idx], alpha=scalar)
+
+
+@functools.lru_cache(maxsize=64)
+def local_values(value: float, mults: tuple[float, ...]) -> tuple[float, ...]:
+    """Caffe's per-blob ``value * mult`` in float32 (local rate or local decay), memoised:
+    the solver asks for the same few values every iteration."""
+    return tuple(f32(value * f32(m)) for m in mults)
 
 
 def _axpby_(y: Tensors, a: Sequence[float] | float, x: Tensors, b: float) -> None:
@@ -256,8 +273,8 @@ def apply_update(data: Tensors, diffs: Tensors, history: list[torch.Tensor],
     with torch.no_grad():
         clipped = clip_gradients(diffs, float(param.clip_gradients))
         normalize(diffs, int(param.iter_size))
-        wd = f32(param.weight_decay)
-        regularize(diffs, data, [f32(wd * f32(m)) for m in decay_mults], param.regularization_type)
-        rule.fn(diffs, history, [f32(rate * f32(m)) for m in lr_mults], hp, it)
+        decays = local_values(f32(param.weight_decay), tuple(decay_mults))
+        regularize(diffs, data, decays, param.regularization_type)
+        rule.fn(diffs, history, local_values(rate, tuple(lr_mults)), hp, it)
         torch._foreach_sub_(list(data), list(diffs))
     return clipped

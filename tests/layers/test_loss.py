@@ -157,6 +157,23 @@ def test_out_of_range_label_is_a_layer_error() -> None:
     layer = _layer("SoftmaxWithLoss", [(2, 3), (2,)])
     with pytest.raises(LayerError, match="label 3 out of range"):
         layer(torch.zeros(2, 3), torch.tensor([0.0, 3.0]))
+    with pytest.raises(LayerError, match="label -1 out of range"):
+        layer(torch.zeros(2, 3), torch.tensor([-1.0, 2.0]))
+
+
+def test_softmax_loss_without_ignore_label_is_cross_entropy() -> None:
+    # the path with no label mask: torch's cross-entropy is the oracle for value and gradient
+    layer = _layer("SoftmaxWithLoss", [(4, 3), (4,)])
+    x = torch.tensor([[0.5, -1.0, 2.0], [0.0, 0.3, -0.2], [1.5, 1.0, 0.5], [-2.0, 0.0, 2.0]],
+                     requires_grad=True)
+    labels = torch.tensor([2.0, 0.0, 1.0, 2.0])
+    loss = layer(x, labels)[0]
+    loss.backward()
+    ref_x = x.detach().clone().requires_grad_(True)
+    ref = torch.nn.functional.cross_entropy(ref_x, labels.long())
+    ref.backward()
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(x.grad, ref_x.grad)
 
 
 @pytest.mark.parametrize("type_name,shapes", [
