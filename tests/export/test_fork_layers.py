@@ -4,7 +4,8 @@ Small nets of the deploy-time fork layers, and MobileNet-SSD's deploy up to its 
 (mbox_loc, mbox_conf_flatten, mbox_priorbox), are exported and run in ONE child process where
 ``import caffelike`` raises (plain_runner.py). Expected values: caffelike's own Net forward
 on the same weights (each fork layer is checked against its fork's source and OpenCV dnn in
-tests/layers and tests/net). Data movement (Permute, ShuffleChannel, Reorg, Upsample,
+tests/layers and tests/net), and for Caffe_Long's DepthwiseConvolution and ReLU6 also the real
+fork's outputs (tests/golden/caffe_long/layers, golden tolerance). Data movement (Permute, ShuffleChannel, Reorg, Upsample,
 PriorBox, Flatten, Concat) must be bit-exact, arithmetic within float32 rounding.
 """
 from __future__ import annotations
@@ -23,8 +24,13 @@ from caffelike.errors import LayerError
 from caffelike.export import export_pt2, export_pytorch, to_torch
 from caffelike.net import Net
 
+from net.conftest import assert_close_scaled
+
 TESTS = pathlib.Path(__file__).resolve().parents[1]
 SSD_DEPLOY = TESTS / "data" / "corpus" / "chuanqi305__MobileNet-SSD" / "voc" / "MobileNetSSD_deploy.prototxt"
+CAFFE_LONG = TESTS / "golden" / "caffe_long" / "layers"
+CAFFE_LONG_CASES = sorted(p.name for p in CAFFE_LONG.iterdir() if p.name.split("__")[0] in
+                          ("DepthwiseConvolution", "ReLU6"))
 RUNNER = pathlib.Path(__file__).with_name("plain_runner.py")
 RTOL, ATOL = 1e-5, 1e-6  # float32 rounding of a different (but equivalent) operation order
 
@@ -119,6 +125,11 @@ def fork_exports(tmp_path_factory):
     ssd = Net(str(_ssd_prototxt(work)), caffelike.TEST)
     _fill(ssd, 99)
     cases["mobilenet_ssd"] = (ssd, [rng.uniform(-1, 1, size=(2, 3, 300, 300)).astype(np.float32)])
+    for case in CAFFE_LONG_CASES:
+        weights = CAFFE_LONG / case / "weights.caffemodel"
+        net = Net(str(CAFFE_LONG / case / "net.prototxt"), caffelike.TEST,
+                  weights=str(weights) if weights.exists() else None)
+        cases[case] = (net, [np.load(CAFFE_LONG / case / "data.npz")["in/data"]])
     jobs, expected = [], {}
     for case, (net, arrays) in cases.items():
         expected[case] = {k: np.array(v) for k, v in net.forward(**dict(zip(net.inputs, arrays))).items()}
@@ -154,6 +165,17 @@ def test_fork_net_export_matches_net(fork_exports, case: str, kind: str) -> None
     work, expected = fork_exports
     out = np.load(work / f"{case}.{kind}.out.npz")
     _compare({k: out[k] for k in out.files}, expected[case], f"{case} {kind}")
+
+
+@pytest.mark.parametrize("kind", ("pytorch", "pt2"))
+@pytest.mark.parametrize("case", CAFFE_LONG_CASES)
+def test_caffe_long_export_matches_the_fork(fork_exports, case: str, kind: str) -> None:
+    """Caffe_Long's DepthwiseConvolution (group = channels, or dense without group) and ReLU6
+    (with and without a slope) exported, against the real fork's outputs."""
+    work, _ = fork_exports
+    out = np.load(work / f"{case}.{kind}.out.npz")
+    assert out.files == ["out"]
+    assert_close_scaled(out["out"], np.load(CAFFE_LONG / case / "data.npz")["out/out"], f"{case} {kind}")
 
 
 def test_mobilenet_ssd_pt2_batch_is_dynamic(fork_exports) -> None:
