@@ -218,5 +218,192 @@ class AbsVal(torch.nn.Module):
         return x.abs()
 
 
+
+# -- fork layers (issue 16's types; each docstring names the fork it follows) --------------------
+class Axpy(torch.nn.Module):
+    """SENet's Axpy (hujie-frank/SENet axpy_layer.cpp): a * x + y, ``a`` one scale per sample
+    and channel, shaped (N, C) or (N, C, 1, 1)."""
+
+    def forward(self, a: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(y, a.reshape(tuple(a.shape[:2]) + (1,) * (x.dim() - 2)), x)
+
+
+class ShuffleChannel(torch.nn.Module):
+    """ShuffleNet's ShuffleChannel (farmingyard/ShuffleNet shuffle_channel_layer.cpp): channel
+    ``i * (C/group) + j`` becomes channel ``j * group + i``; the top is 4-D."""
+
+    def __init__(self, group: int):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[0], x.shape[1]
+        h = x.shape[2] if x.dim() > 2 else 1
+        w = x.shape[3] if x.dim() > 3 else 1
+        grid = x.reshape(n, self.group, c // self.group, h * w)
+        return grid.transpose(1, 2).reshape(n, c, h, w)
+
+
+class ReLU6(torch.nn.Module):
+    """Caffe_Long's ReLU6 with a negative slope: min(max(x, 0) + slope * min(x, 0), 6)."""
+
+    def __init__(self, negative_slope: float):
+        super().__init__()
+        self.negative_slope = negative_slope
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.clamp(x, min=0) + self.negative_slope * torch.clamp(x, max=0)
+        return torch.clamp(y, max=6.0)
+
+
+class Permute(torch.nn.Module):
+    """SSD's Permute (weiliu89/caffe ssd permute_layer.cpp): top axis i is input axis order[i]."""
+
+    def __init__(self, order: tuple):
+        super().__init__()
+        self.order = tuple(order)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(self.order).contiguous()
+
+
+class Normalize(torch.nn.Module):
+    """SSD's Normalize (weiliu89/caffe ssd normalize_layer.cpp): x / sqrt(sum x^2 + eps) over
+    each sample (``across_spatial``) or over the channels of each position, times a learned
+    scale (one shared value, shape (), or one per channel)."""
+
+    def __init__(self, channels: int, across_spatial: bool, channel_shared: bool, eps: float):
+        super().__init__()
+        self.across_spatial, self.channel_shared, self.eps = across_spatial, channel_shared, eps
+        self.weight = torch.nn.Parameter(torch.ones(() if channel_shared else (channels,)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(x.shape[0], x.shape[1], -1)
+        dims = (1, 2) if self.across_spatial else (1,)
+        norm = torch.sqrt((flat * flat).sum(dim=dims, keepdim=True) + self.eps)
+        scale = self.weight.reshape(1, 1, 1) if self.channel_shared else self.weight.reshape(1, -1, 1)
+        return (flat / norm * scale).reshape(x.shape)
+
+
+def _interp_axis(size_in: int, size_out: int, dtype: torch.dtype, device: torch.device) -> tuple:
+    """PSPNet's sampling of one axis (interp.cpp), in float32: indices i0, i1 and weights l0, l1."""
+    if size_out > 1:
+        ratio = torch.tensor(float(size_in - 1), dtype=torch.float32) / \
+            torch.tensor(float(size_out - 1), dtype=torch.float32)
+    else:
+        ratio = torch.tensor(0.0, dtype=torch.float32)
+    pos = ratio * torch.arange(size_out, dtype=torch.float32)
+    i0 = pos.to(torch.int64)
+    i1 = i0 + (i0 < size_in - 1).to(torch.int64)
+    l1 = (pos - i0.to(torch.float32)).to(dtype)
+    return i0.to(device), i1.to(device), (1 - l1).to(device), l1.to(device)
+
+
+class Interp(torch.nn.Module):
+    """PSPNet's Interp (hszhao/PSPNet interp_layer.cpp): crop by pad_beg/pad_end (<= 0), then
+    bilinear resizing with aligned corners to ``height`` x ``width``, or to the size that
+    shrink (first) and zoom give (None: unset)."""
+
+    def __init__(self, pad_beg: int = 0, pad_end: int = 0, shrink: int | None = None,
+                 zoom: int | None = None, height: int | None = None, width: int | None = None):
+        super().__init__()
+        self.pad_beg, self.pad_end, self.shrink, self.zoom = pad_beg, pad_end, shrink, zoom
+        self.height, self.width = height, width
+
+    def _out(self, h: int, w: int) -> tuple[int, int]:
+        if self.height is not None:
+            return self.height, self.width
+        if self.shrink is not None:
+            h, w = (h - 1) // self.shrink + 1, (w - 1) // self.shrink + 1
+        if self.zoom is not None:
+            h, w = h + (h - 1) * (self.zoom - 1), w + (w - 1) * (self.zoom - 1)
+        return h, w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[2], x.shape[3]
+        x = x[:, :, -self.pad_beg:h + self.pad_end, -self.pad_beg:w + self.pad_end]
+        h_in, w_in = x.shape[2], x.shape[3]
+        h_out, w_out = self._out(h_in, w_in)
+        if (h_in, w_in) == (h_out, w_out):
+            return x
+        hi0, hi1, h0, h1 = _interp_axis(h_in, h_out, x.dtype, x.device)
+        wi0, wi1, w0, w1 = _interp_axis(w_in, w_out, x.dtype, x.device)
+        top, bottom = x.index_select(2, hi0), x.index_select(2, hi1)
+        h0, h1 = h0[:, None], h1[:, None]
+        return h0 * (w0 * top.index_select(3, wi0) + w1 * top.index_select(3, wi1)) + \
+            h1 * (w0 * bottom.index_select(3, wi0) + w1 * bottom.index_select(3, wi1))
+
+
+class UpsampleNearest(torch.nn.Module):
+    """The YOLO forks' one-bottom Upsample: each value repeated in a scale x scale block."""
+
+    def __init__(self, scale: int):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(self.scale, dim=2).repeat_interleave(self.scale, dim=3)
+
+
+class Reorg(torch.nn.Module):
+    """YOLOv2's Reorg (darknet reorg_cpu, as in the MobileNet-YOLO fork): the input's memory is
+    read through darknet's index walk of the input's (C, H, W) grid; (N, C*s*s, H/s, W/s), or
+    the inverse mapping with ``reverse`` (N, C/(s*s), H*s, W*s)."""
+
+    def __init__(self, stride: int, reverse: bool = False):
+        super().__init__()
+        self.stride, self.reverse = stride, reverse
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        s = self.stride
+        out_c = c // (s * s)
+        k = torch.arange(c, device=x.device).view(-1, 1, 1)
+        j = torch.arange(h, device=x.device).view(1, -1, 1)
+        i = torch.arange(w, device=x.device).view(1, 1, -1)
+        offset = k // out_c
+        t = (i * s + offset % s + w * s * (j * s + offset // s + h * s * (k % out_c))).reshape(-1)
+        index = torch.argsort(t) if self.reverse else t
+        top = (out_c, h * s, w * s) if self.reverse else (c * s * s, h // s, w // s)
+        return x.reshape(n, -1)[:, index].reshape((n,) + top)
+
+
+class PriorBox(torch.nn.Module):
+    """SSD's PriorBox (weiliu89/caffe ssd prior_box_layer.cpp): the default boxes of the first
+    input's H x W grid, (1, 2, H*W*len(sizes)*4): boxes, then variances. ``sizes`` are the
+    (width, height) of the boxes of one cell in the fork's order; centres ``(i + offset) * step``
+    (step: image size / grid size unless given), the image size from the second input unless
+    given; float32 centres, float64 corners rounded to float32, as the fork."""
+
+    def __init__(self, sizes: tuple, variances: tuple, offset: float, step: tuple = (0.0, 0.0),
+                 img_size: tuple = (0, 0), clip: bool = False):
+        super().__init__()
+        self.sizes, self.variances, self.offset = tuple(sizes), tuple(variances), offset
+        self.step, self.img_size, self.clip = tuple(step), tuple(img_size), clip
+
+    def forward(self, feature: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        f32, f64 = torch.float32, torch.float64
+        layer_h, layer_w = feature.shape[2], feature.shape[3]
+        img_h, img_w = self.img_size if self.img_size[0] and self.img_size[1] else image.shape[2:4]
+        if self.step[0] and self.step[1]:
+            step_h, step_w = (torch.tensor(v, dtype=f32) for v in self.step)
+        else:
+            step_h = torch.tensor(float(img_h), dtype=f32) / torch.tensor(float(layer_h), dtype=f32)
+            step_w = torch.tensor(float(img_w), dtype=f32) / torch.tensor(float(layer_w), dtype=f32)
+        offset = torch.tensor(self.offset, dtype=f32)
+        x = ((torch.arange(layer_w, dtype=f32) + offset) * step_w).to(f64)[None, :, None]
+        y = ((torch.arange(layer_h, dtype=f32) + offset) * step_h).to(f64)[:, None, None]
+        bw = torch.tensor([s[0] for s in self.sizes], dtype=f64) / 2.0
+        bh = torch.tensor([s[1] for s in self.sizes], dtype=f64) / 2.0
+        shape = (layer_h, layer_w, len(self.sizes))
+        boxes = torch.stack([((x - bw) / img_w).expand(shape), ((y - bh) / img_h).expand(shape),
+                             ((x + bw) / img_w).expand(shape), ((y + bh) / img_h).expand(shape)], dim=-1)
+        boxes = boxes.to(f32).reshape(-1)
+        if self.clip:
+            boxes = boxes.clamp(0.0, 1.0)
+        variances = torch.tensor(self.variances, dtype=f32).repeat(boxes.numel() // len(self.variances))
+        return torch.stack([boxes, variances])[None].to(device=feature.device, dtype=feature.dtype)
+
+
 # What a helper's source needs besides itself (copied before it into model.py).
-SUPPORT: dict[type[torch.nn.Module], tuple] = {Scale: (_line_up,), Bias: (_line_up,)}
+SUPPORT: dict[type[torch.nn.Module], tuple] = {Scale: (_line_up,), Bias: (_line_up,), Interp: (_interp_axis,)}

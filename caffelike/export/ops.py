@@ -96,9 +96,12 @@ def _conv(layer: Layer, transposed: bool) -> TorchOp:
     return TorchOp(cls, (shape[1], layer.num_output), kwargs, state)
 
 
-@torch_op("Convolution")
+@torch_op("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution")
 def convolution(layer: Layer) -> TorchOp:
-    """torch.nn.ConvNd: Caffe's output size (C division) is torch's floor for non-negative spans."""
+    """torch.nn.ConvNd: Caffe's output size (C division) is torch's floor for non-negative spans.
+
+    Also the forks' depthwise spellings: ConvolutionDepthwise (PR 5665; group = channels set
+    up by the layer) and Caffe_Long's DepthwiseConvolution (Convolution itself on the CPU)."""
     return _conv(layer, transposed=False)
 
 
@@ -352,3 +355,103 @@ def lrn(layer: Layer) -> TorchOp:
         return TorchOp(helpers.LRNWithinChannel, (p.local_size, f32(p.alpha), f32(p.beta)))
     return TorchOp(nn.LocalResponseNorm, (p.local_size,), {"alpha": f32(p.alpha), "beta": f32(p.beta),
                                                           "k": f32(p.k)})
+
+
+# -- fork layers (issue 16) -----------------------------------------------------------------------
+@torch_op("Axpy")
+def axpy(layer: Layer) -> TorchOp:
+    """The Axpy helper (SENet): a * x + y."""
+    return TorchOp(helpers.Axpy)
+
+
+@torch_op("ShuffleChannel")
+def shuffle_channel(layer: Layer) -> TorchOp:
+    """The ShuffleChannel helper (ShuffleNet)."""
+    return TorchOp(helpers.ShuffleChannel, (layer.group,))
+
+
+@torch_op("ReLU6")
+def relu6(layer: Layer) -> TorchOp:
+    """torch.nn.ReLU6 (Caffe_Long's ReLU6 without a slope), else the ReLU6 helper."""
+    slope = f32(layer.negative_slope)
+    return TorchOp(helpers.ReLU6, (slope,)) if slope else TorchOp(nn.ReLU6)
+
+
+@torch_op("Permute")
+def permute(layer: Layer) -> TorchOp:
+    """The Permute helper (SSD), the identity order as torch.nn.Identity."""
+    if layer.order == tuple(range(len(layer.order))):
+        return TorchOp(nn.Identity)
+    return TorchOp(helpers.Permute, (layer.order,))
+
+
+@torch_op("Normalize")
+def normalize(layer: Layer) -> TorchOp:
+    """The Normalize helper (SSD) with the learned scale."""
+    shape = layer.bottom_shapes[0]
+    return TorchOp(helpers.Normalize, (int(shape[1]) if len(shape) > 1 else 1,),
+                   {"across_spatial": layer.across_spatial, "channel_shared": layer.channel_shared,
+                    "eps": f32(layer.eps)}, {"weight": _blob(layer, 0)})
+
+
+@torch_op("Interp")
+def interp(layer: Layer) -> TorchOp:
+    """The Interp helper (PSPNet), the fork's size rule resolved to the fields that apply."""
+    p = layer.param.interp_param
+    shrink, zoom = p.HasField("shrink_factor"), p.HasField("zoom_factor")
+    kwargs: dict[str, Any] = {}
+    if layer.pad_beg or layer.pad_end:
+        kwargs.update(pad_beg=layer.pad_beg, pad_end=layer.pad_end)
+    if shrink != zoom or not (p.HasField("height") and p.HasField("width")):
+        if shrink:
+            kwargs["shrink"] = int(p.shrink_factor)
+        if zoom:
+            kwargs["zoom"] = int(p.zoom_factor)
+    else:
+        kwargs.update(height=int(p.height), width=int(p.width))
+    return TorchOp(helpers.Interp, (), kwargs)
+
+
+@torch_op("Upsample")
+def upsample(layer: Layer) -> TorchOp:
+    """The UpsampleNearest helper (the YOLO forks' one-bottom Upsample); scale 1 is the identity."""
+    if layer.unpool:
+        raise Uncovered("the two-bottom Upsample (SegNet's unpooling) reads the mask top of a "
+                        "Pooling layer, which the export does not cover; only the one-bottom "
+                        "(nearest neighbour) Upsample is")
+    return TorchOp(nn.Identity) if layer.scale == 1 else TorchOp(helpers.UpsampleNearest, (layer.scale,))
+
+
+@torch_op("BN")
+def bn(layer: Layer) -> TorchOp:
+    """The Scale helper with bias: SegNet's INFERENCE BN (its scale and shift) and PSPNet's BN
+    on its stored statistics (slope / sqrt(var + eps), bias - mean * that), in float32."""
+    channels = int(layer.bottom_shapes[0][1])
+    affine = layer.affine(channels)
+    if affine is None:
+        raise Uncovered("only a BN that is an affine map at deploy time is covered: SegNet's "
+                        "bn_mode INFERENCE or PSPNet's (TEST or frozen), with one top; this one "
+                        "uses batch statistics or writes statistics tops")
+    weight, shift = (t.to(torch.float32) for t in affine)
+    return TorchOp(helpers.Scale, (), {"axis": 1, "shape": (channels,), "bias_shape": (channels,)},
+                   {"weight": weight, "bias": shift})
+
+
+@torch_op("Reorg")
+def reorg(layer: Layer) -> TorchOp:
+    """The Reorg helper (YOLOv2 / MobileNet-YOLO)."""
+    return TorchOp(helpers.Reorg, (layer.stride,), {"reverse": True} if layer.reverse else {})
+
+
+@torch_op("PriorBox")
+def prior_box(layer: Layer) -> TorchOp:
+    """The PriorBox helper (SSD): boxes computed from the inputs' shapes in forward (no state),
+    so they follow the feature map's size; the batch size does not enter them."""
+    kwargs: dict[str, Any] = {"offset": f32(layer.offset)}
+    if layer.step_h and layer.step_w:
+        kwargs["step"] = (f32(layer.step_h), f32(layer.step_w))
+    if layer.img_h and layer.img_w:
+        kwargs["img_size"] = (layer.img_h, layer.img_w)
+    if layer.clip:
+        kwargs["clip"] = True
+    return TorchOp(helpers.PriorBox, (tuple(layer.box_sizes()), tuple(f32(v) for v in layer.variances)), kwargs)

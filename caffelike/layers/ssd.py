@@ -89,15 +89,10 @@ class PriorBox(Layer):
             raise self.error(f"prior_box_param: {h}/{w} ({both}) must be larger than 0")
         return tuple(float(np.float32(v)) if kind is float else v for v in values)
 
-    def _boxes(self, layer_h: int, layer_w: int, img_h: int, img_w: int) -> np.ndarray:
+    def box_sizes(self) -> list[tuple[float, float]]:
+        """(box width, box height) of the boxes of one cell, in the fork's order."""
         f32 = np.float32
-        if self.step_w == 0 or self.step_h == 0:
-            step_w, step_h = f32(f32(img_w) / f32(layer_w)), f32(f32(img_h) / f32(layer_h))
-        else:
-            step_w, step_h = f32(self.step_w), f32(self.step_h)
-        cx = (np.arange(layer_w, dtype=f32) + f32(self.offset)) * step_w  # float, as the fork
-        cy = (np.arange(layer_h, dtype=f32) + f32(self.offset)) * step_h
-        sizes: list[tuple[float, float]] = []  # (box width, box height) in cell order
+        sizes: list[tuple[float, float]] = []
         for s, min_size in enumerate(self.min_sizes):
             m = int(min_size)
             sizes.append((float(m), float(m)))
@@ -109,6 +104,17 @@ class PriorBox(Layer):
                     continue
                 root = f32(np.sqrt(f32(ar)))
                 sizes.append((float(f32(m * root)), float(f32(m / root))))
+        return sizes
+
+    def _boxes(self, layer_h: int, layer_w: int, img_h: int, img_w: int) -> np.ndarray:
+        f32 = np.float32
+        if self.step_w == 0 or self.step_h == 0:
+            step_w, step_h = f32(f32(img_w) / f32(layer_w)), f32(f32(img_h) / f32(layer_h))
+        else:
+            step_w, step_h = f32(self.step_w), f32(self.step_h)
+        cx = (np.arange(layer_w, dtype=f32) + f32(self.offset)) * step_w  # float, as the fork
+        cy = (np.arange(layer_h, dtype=f32) + f32(self.offset)) * step_h
+        sizes = self.box_sizes()
         bw = np.array([w for w, _ in sizes], dtype=np.float64)
         bh = np.array([h for _, h in sizes], dtype=np.float64)
         x = cx.astype(np.float64)[None, :, None]
