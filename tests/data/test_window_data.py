@@ -56,9 +56,14 @@ def test_warp_crop_values(window_file):
 def test_context_pad_outside_the_image_stays_zero(window_file):
     layer = window_layer(extra="context_pad: 2")
     data, label = layer.forward()
-    # background window (0, 0, 9, 9) grows past the top-left corner: that border is 0
+    # each background window grows past a corner of the image, and that border stays 0:
+    # (0, 0, 9, 9) past the top-left one, (30, 20, 39, 29) past the bottom-right one
     backgrounds = [d for d, lab in zip(data.numpy(), label.tolist()) if lab == 0]
-    assert any((d[:, 0, :] == 0).all() and (d[:, :, 0] == 0).all() and d[:, 4, 4].any() for d in backgrounds)
+    assert len(backgrounds) == 6
+    for d in backgrounds:
+        top_left = (d[:, 0, :] == 0).all() and (d[:, :, 0] == 0).all()
+        bottom_right = (d[:, -1, :] == 0).all() and (d[:, :, -1] == 0).all()
+        assert top_left != bottom_right and d[:, 4, 4].any()
 
 
 def test_window_file_errors(window_file, tmp_path):
