@@ -263,6 +263,18 @@ def test_unknown_type_says_did_you_mean():
     assert "did you mean 'ReLU'?" in msg and "Convolution" in msg and "\n" not in msg
 
 
+def test_unknown_fork_type_lists_the_fork_types_too():
+    # PSPNet's PSAMask (PSANet) is a fork type caffelike does not have: the error still names
+    # the file, line, layer and type, and its list of known types holds the forks' (issue 16)
+    with pytest.raises(NetError) as e:
+        net_from(INPUT + 'layer {\n name: "psa"\n type: "PSAMask"\n bottom: "data"\n top: "psa"\n}\n')
+    msg = str(e.value)
+    assert "test.prototxt:2:" in msg and "layer 'psa' (PSAMask)" in msg and "unknown layer type 'PSAMask'" in msg
+    for fork_type in ("Axpy", "BN", "DetectionOutput", "Interp", "PriorBox", "ROIPooling", "Upsample",
+                      "ShuffleChannel", "UnPooling", "ImageSegData"):
+        assert fork_type in msg, fork_type
+
+
 def test_unknown_bottom_blob():
     with pytest.raises(NetError, match=r"test.prototxt:2.*layer 'p' \(Power\): unknown bottom blob 'nope'"):
         net_from(INPUT + power("p", "nope", "q"))
