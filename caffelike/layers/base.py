@@ -259,6 +259,11 @@ def _meta_blobs(module: nn.Module) -> Iterator[None]:
             table[key] = value
 
 
+def legacy_dim(shape: Sequence[int], index: int) -> int:
+    """Caffe's Blob::LegacyShape: num/channels/height/width by index, 1 past the last axis."""
+    return int(shape[index]) if index < len(shape) else 1
+
+
 def canonical_axis(axis: int, num_axes: int, layer: Layer, what: str = "axis") -> int:
     """Caffe's Blob::CanonicalAxisIndex: negative axes count from the end; out of range is an error."""
     if not -num_axes <= axis < max(num_axes, 1):

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from ..proto import caffe_pb2
-from .base import Layer, Shape, canonical_axis, register_layer
-from .loss import FLT_MIN, EuclideanLoss, LossLayer, _count, _legacy_dim, normalizer
+from .base import Layer, Shape, canonical_axis, legacy_dim, register_layer
+from .loss import FLT_MIN, EuclideanLoss, LossLayer, _count, normalizer
 from .neuron import caffe_sigmoid
 
 Tensor = torch.Tensor
@@ -139,7 +139,7 @@ def _check_legacy_match(layer: Layer, axes: Sequence[int]) -> None:
     a, b = layer.bottom_shapes[0], layer.bottom_shapes[1]
     names = ("num", "channels", "height", "width")
     for i in axes:
-        if _legacy_dim(a, i) != _legacy_dim(b, i):
+        if legacy_dim(a, i) != legacy_dim(b, i):
             raise layer.error(f"data {tuple(a)} and label {tuple(b)} differ in {names[i]}; "
                               "they must have the same shape")
 

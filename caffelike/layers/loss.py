@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..proto import caffe_pb2
-from .base import Layer, Shape, canonical_axis, register_layer
+from .base import Layer, Shape, canonical_axis, legacy_dim, register_layer
 from .neuron import caffe_sigmoid
 
 Tensor = torch.Tensor
@@ -30,11 +30,6 @@ def _count(shape: Sequence[int], start: int = 0, end: int | None = None) -> int:
     for d in tuple(shape)[start:end]:
         n *= int(d)
     return n
-
-
-def _legacy_dim(shape: Sequence[int], index: int) -> int:
-    """Caffe's LegacyShape: num/channels/height/width, 1 past the last axis."""
-    return int(shape[index]) if index < len(shape) else 1
 
 
 def _labels(label: Tensor) -> Tensor:
@@ -354,7 +349,7 @@ class MultinomialLogisticLoss(LossLayer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         label = self.bottom_shapes[1]
-        if any(_legacy_dim(label, i) != 1 for i in (1, 2, 3)):
+        if any(legacy_dim(label, i) != 1 for i in (1, 2, 3)):
             raise self.error(f"label shape {tuple(label)}; expected one label per sample (N, 1, 1, 1)")
 
     def forward(self, prob: Tensor, label: Tensor) -> list[Tensor]:
@@ -513,11 +508,11 @@ class ContrastiveLoss(LossLayer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         a, b, s = self.bottom_shapes
-        if _legacy_dim(a, 1) != _legacy_dim(b, 1):
+        if legacy_dim(a, 1) != legacy_dim(b, 1):
             raise self.error(f"bottoms 0 and 1 have shapes {tuple(a)} and {tuple(b)}; "
                              "expected the same number of channels")
         for name, shape, need in (("a", a, (2, 3)), ("b", b, (2, 3)), ("similarity", s, (1, 2, 3))):
-            if any(_legacy_dim(shape, i) != 1 for i in need):
+            if any(legacy_dim(shape, i) != 1 for i in need):
                 raise self.error(f"bottom {name} has shape {tuple(shape)}; expected "
                                  + ("(N, C, 1, 1)" if name != "similarity" else "(N, 1, 1, 1)"))
         p = self.param.contrastive_loss_param

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from .base import Layer, Shape, register_layer
+from .base import Layer, Shape, legacy_dim, register_layer
 from .loss import LossLayer
 
 Tensor = torch.Tensor
@@ -25,15 +25,11 @@ def round_half_away(x: Tensor) -> Tensor:
     return torch.sign(x) * torch.floor(x.abs() + 0.5)
 
 
-def _legacy(shape: Sequence[int], axis: int) -> int:
-    return int(shape[axis]) if axis < len(shape) else 1
-
-
 def _check_rois(layer: Layer) -> tuple[Shape, Shape]:
     data, rois = tuple(layer.bottom_shapes[0]), tuple(layer.bottom_shapes[1])
     if len(data) != 4:
         raise layer.error(f"bottom 0 shape {data}: needs a 4-axis feature map (N, C, H, W)")
-    if _legacy(rois, 1) * _legacy(rois, 2) * _legacy(rois, 3) != 5:
+    if legacy_dim(rois, 1) * legacy_dim(rois, 2) * legacy_dim(rois, 3) != 5:
         raise layer.error(f"bottom 1 shape {rois}: needs one row (batch_index, x1, y1, x2, y2) per ROI")
     return data, rois
 
@@ -263,7 +259,7 @@ class SmoothL1Loss(LossLayer):
         if len(shapes) == 3:
             raise self.error("3 bottoms: with weights, give both inside and outside weights (4 bottoms)")
         for i, other in enumerate(shapes[1:], start=1):
-            if any(_legacy(shapes[0], a) != _legacy(other, a) for a in (1, 2, 3)):
+            if any(legacy_dim(shapes[0], a) != legacy_dim(other, a) for a in (1, 2, 3)):
                 raise self.error(f"bottom {i} shape {tuple(other)} does not match bottom 0 {tuple(shapes[0])} "
                                  "in channels, height and width")
         sigma = torch.tensor(self.param.smooth_l1_loss_param.sigma, dtype=torch.float32)
@@ -277,4 +273,4 @@ class SmoothL1Loss(LossLayer):
         errors = torch.where(small, 0.5 * diff * diff * self.sigma2, diff.abs() - 0.5 / self.sigma2)
         if weights:
             errors = weights[1].detach() * errors
-        return [errors.sum() / _legacy(pred.shape, 0)]
+        return [errors.sum() / legacy_dim(pred.shape, 0)]

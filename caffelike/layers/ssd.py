@@ -12,14 +12,9 @@ import numpy as np
 import torch
 
 from ..proto import caffe_pb2
-from .base import Layer, Shape, register_layer
+from .base import Layer, Shape, legacy_dim, register_layer
 
 Tensor = torch.Tensor
-
-
-def _legacy(shape: Sequence[int], axis: int) -> int:
-    """Caffe's Blob::LegacyShape: axis ``axis`` of a blob of at most 4 axes (missing ones are 1)."""
-    return int(shape[axis]) if axis < len(shape) else 1
 
 
 @register_layer("PriorBox", bottoms=2, tops=1)
@@ -131,12 +126,12 @@ class PriorBox(Layer):
         return np.stack([boxes, variances])[None]
 
     def forward(self, feature: Tensor, image: Tensor) -> list[Tensor]:
-        layer_h, layer_w = _legacy(feature.shape, 2), _legacy(feature.shape, 3)
+        layer_h, layer_w = legacy_dim(feature.shape, 2), legacy_dim(feature.shape, 3)
         size = layer_h * layer_w * self.num_priors * 4
         if feature.device.type == "meta":
             return [torch.empty((1, 2, size), device="meta")]
         if self.img_h == 0 or self.img_w == 0:
-            img_h, img_w = _legacy(image.shape, 2), _legacy(image.shape, 3)
+            img_h, img_w = legacy_dim(image.shape, 2), legacy_dim(image.shape, 3)
         else:
             img_h, img_w = self.img_h, self.img_w
         top = torch.from_numpy(self._boxes(layer_h, layer_w, img_h, img_w))
@@ -144,7 +139,7 @@ class PriorBox(Layer):
 
     def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
         shape = bottom_shapes[0]
-        size = _legacy(shape, 2) * _legacy(shape, 3) * self.num_priors * 4
+        size = legacy_dim(shape, 2) * legacy_dim(shape, 3) * self.num_priors * 4
         if size <= 0:
             raise self.error(f"bottom shape {tuple(shape)} gives no prior boxes")
         return [(1, 2, size)]
@@ -203,13 +198,13 @@ class Normalize(Layer):
         self.across_spatial = bool(p.across_spatial)
         self.channel_shared = bool(p.channel_shared)
         self.eps = float(np.float32(p.eps))
-        channels = _legacy(shape, 1)
+        channels = legacy_dim(shape, 1)
         filler = p.scale_filler if p.HasField("scale_filler") else \
             caffe_pb2.FillerParameter(type="constant", value=1.0)
         self.add_blob(() if self.channel_shared else (channels,), filler)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        n, c = x.shape[0], _legacy(x.shape, 1)
+        n, c = x.shape[0], legacy_dim(x.shape, 1)
         flat = x.reshape(n, c, -1)
         if self.across_spatial:
             norm = torch.sqrt((flat * flat).sum(dim=(1, 2), keepdim=True) + self.eps)
