@@ -1,5 +1,5 @@
-"""Helpers for the fork deploy nets of issue 16 (SENet, ShuffleNet): generated weights, and the
-prototxt OpenCV dnn reads to compute the forks' values."""
+"""Helpers for the fork deploy nets of issue 16 (SENet, ShuffleNet, SegNet/ENet, GoogLeNet-BN):
+generated weights, and the prototxt OpenCV dnn reads to compute the forks' values."""
 from __future__ import annotations
 
 import pathlib
@@ -11,7 +11,7 @@ from caffelike.proto import caffe_pb2
 
 
 def fill_generated(net, seed: int = 0) -> None:
-    """Weights keeping activations O(1) through deep nets (BatchNorm and Scale near identity,
+    """Weights keeping activations O(1) through deep nets (BatchNorm, Scale and BN near identity,
     other blobs scaled by 1/sqrt(fan-in)), one numpy PCG64 stream in net.params order."""
     rng = np.random.default_rng(seed)
     for name, blobs in net.params.items():
@@ -20,7 +20,7 @@ def fill_generated(net, seed: int = 0) -> None:
             blobs[0].data[...] = rng.normal(scale=0.1, size=blobs[0].data.shape)
             blobs[1].data[...] = rng.uniform(0.5, 1.5, size=blobs[1].data.shape)
             blobs[2].data[...] = 1
-        elif kind == "Scale":
+        elif kind in ("Scale", "BN"):  # BN: SegNet/ENet's scale and shift
             blobs[0].data[...] = rng.uniform(0.5, 1.0, size=blobs[0].data.shape)
             if len(blobs) > 1:
                 blobs[1].data[...] = rng.normal(scale=0.1, size=blobs[1].data.shape)

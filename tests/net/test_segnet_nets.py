@@ -23,30 +23,12 @@ import pytest
 import caffelike
 from caffelike.errors import LayerError
 
+from .fork_nets import fill_generated
+
 CORPUS = pathlib.Path(__file__).resolve().parents[1] / "data" / "corpus"
 ENET = CORPUS / "TimoSaemann__ENet" / "prototxts"
 SEGNET = CORPUS / "alexgkendall__SegNet-Tutorial" / "Models"
 STAND_INS = pathlib.Path(__file__).resolve().parent / "enet_python"
-
-
-def generated_weights(net: caffelike.Net, seed: int) -> None:
-    """Weights that keep activations O(1): fan-in scaled normals, BatchNorm statistics with
-    positive variance, scale-like blobs (BN, Scale) around 1."""
-    rng = np.random.default_rng(seed)
-    for name, blobs in net.params.items():
-        kind = net.layer_dict[name].type
-        for i, blob in enumerate(blobs):
-            shape = blob.data.shape
-            if kind == "BatchNorm":
-                value = (rng.normal(scale=0.1, size=shape) if i == 0 else
-                         rng.uniform(0.5, 1.5, size=shape) if i == 1 else np.ones(shape))
-            elif kind in ("BN", "Scale") and i == 0:
-                value = 1 + 0.1 * rng.normal(size=shape)
-            elif i == 0 and kind not in ("BN", "Scale"):
-                value = rng.normal(scale=1 / np.sqrt(max(1, int(np.prod(shape[1:])))), size=shape)
-            else:
-                value = 0.1 * rng.normal(size=shape)
-            blob.data[...] = value.astype(np.float32)
 
 
 @pytest.fixture
@@ -65,9 +47,9 @@ def _small_enet(tmp: pathlib.Path, name: str) -> pathlib.Path:
 
 
 @pytest.mark.parametrize("name", ["enet_deploy.prototxt", "enet_deploy_final.prototxt"])
-def test_enet_deploy_runs_on_generated_weights(tmp_path: pathlib.Path, enet_python, name: str) -> None:
+def test_enet_deploy_runs_on_fill_generated(tmp_path: pathlib.Path, enet_python, name: str) -> None:
     net = caffelike.Net(str(_small_enet(tmp_path, name)), caffelike.TEST, fill=False)
-    generated_weights(net, 0)
+    fill_generated(net, 0)
     x = np.random.default_rng(1).normal(size=(1, 3, 32, 64)).astype(np.float32)
     out = net.forward(data=x)
     (top,) = out.values()
@@ -107,7 +89,7 @@ def test_segnet_inference_runs_on_camvid_sized_images(tmp_path: pathlib.Path) ->
     # its upsample_h/upsample_w (23x30, 45x60) fix the input at CamVid's 360x480
     net = caffelike.Net(str(_segnet_folder(tmp_path, "segnet_inference.prototxt", (360, 480), 1)), caffelike.TEST,
                         fill=False)
-    generated_weights(net, 3)
+    fill_generated(net, 3)
     out = net.forward()
     assert out["prob"].shape == (1, 11, 360, 480)
     np.testing.assert_allclose(np.array(out["prob"]).sum(axis=1), 1.0, rtol=1e-5)
@@ -118,7 +100,7 @@ def test_bayesian_segnet_samples_differ_within_a_batch(tmp_path: pathlib.Path) -
     # 40x48: the four poolings give 3x3 at the bottom, and upsample4's pad_out_h gives 5 again
     net = caffelike.Net(str(_segnet_folder(tmp_path, "bayesian_segnet_basic_inference.prototxt", (40, 48), 1)),
                         caffelike.TEST)
-    generated_weights(net, 4)
+    fill_generated(net, 4)
     prob = np.array(net.forward()["prob"])
     data = np.array(net.blobs["data"].data)
     assert prob.shape == (8, 11, 40, 48)
@@ -142,7 +124,7 @@ def test_lim0606_googlenet_bn_deploy_equals_opencv(tmp_path: pathlib.Path) -> No
     path = tmp_path / "deploy.prototxt"
     path.write_text(text.replace(v1_tail, 'layer {\n  bottom: "loss3/classifier"').replace("dim: 10", "dim: 1", 1))
     net = caffelike.Net(str(path), caffelike.TEST)
-    generated_weights(net, 5)
+    fill_generated(net, 5)
     weights = tmp_path / "w.caffemodel"
     net.save(str(weights))
     x = np.random.default_rng(6).normal(size=(1, 3, 224, 224)).astype(np.float32)
