@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Sequence
 
+import weakref
+
 import numpy as np
 import torch
 from torch import nn
@@ -153,6 +155,40 @@ def _dims(shape: Sequence[int]) -> tuple[int, ...]:
     return dims
 
 
+class _Views:
+    """The numpy views of one parameter handed out so far: how many, and which are alive."""
+
+    __slots__ = ("generation", "alive")
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.alive: list[weakref.ref] = []
+
+    def add(self, array: np.ndarray) -> None:
+        self.generation += 1
+        self.alive = [r for r in self.alive if r() is not None]
+        self.alive.append(weakref.ref(array))
+
+
+def _watched(tensor: torch.Tensor, array: np.ndarray) -> np.ndarray:
+    views = tensor.__dict__.get("_caffelike_views")
+    if views is None:
+        views = tensor.__dict__["_caffelike_views"] = _Views()
+    views.add(array)
+    return array
+
+
+def param_view_state(tensor: torch.Tensor) -> tuple[int, bool]:
+    """``(generation, alive)`` of the numpy views :class:`ParamBlob` handed out of ``tensor``:
+    the count so far, and whether one (or an array derived from one) still exists. A cache
+    computed from the tensor (packed or folded weights) is stale once the count moves, and
+    cannot be trusted while a view lives, since writes through it reach no torch counter."""
+    views = tensor.__dict__.get("_caffelike_views")
+    if views is None:
+        return 0, False
+    return views.generation, any(r() is not None for r in views.alive)
+
+
 class ParamBlob(Shaped):
     """A parameter blob: ``.data`` views the layer's Parameter, ``.diff`` its ``.grad``.
 
@@ -174,7 +210,9 @@ class ParamBlob(Shaped):
 
     @property
     def data(self) -> np.ndarray:
-        return self._get().detach().cpu().numpy()
+        p = self._get()
+        array = p.detach().cpu().numpy()
+        return _watched(p, array) if p.device.type == "cpu" else array
 
     @data.setter
     def data(self, value: np.ndarray) -> None:

@@ -102,6 +102,8 @@ class Layer(nn.Module):
 
     caffe_type: ClassVar[str] = ""
     prefers_channels_last: ClassVar[bool] = False  # runs faster on channels_last activations
+    # forward gives correct tops (in any layout) for channels_last bottoms, without a copy
+    keeps_layout: ClassVar[bool] = False
 
     def __init__(self, param: caffe_pb2.LayerParameter | None = None,
                  bottom_shapes: Sequence[Shape] | None = None, phase: int = TEST,

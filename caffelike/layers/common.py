@@ -141,6 +141,8 @@ class Scale(Layer):
     number of axes). Blob order: scale, bias. Pinned by golden ``Scale__*``.
     """
 
+    keeps_layout = True
+
     def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: Sequence[Shape],
                  phase: int = TEST, where: Where | None = None):
         super().__init__(param, bottom_shapes, phase, where)
@@ -247,6 +249,8 @@ class Eltwise(Layer):
     strictly larger; PROD's gradient is the product of the other bottoms (``stable_prod_grad``)
     or top/bottom. Pinned by golden ``Eltwise__max3``, ``Eltwise__prod``, ``Eltwise__sum_coeffs``.
     """
+
+    keeps_layout = True
 
     def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: Sequence[Shape],
                  phase: int = TEST, where: Where | None = None):

@@ -71,6 +71,8 @@ def _non_positive(x: Tensor) -> Tensor:
 class _NeuronLayer(Layer):
     """A one-bottom, one-top element-wise layer defined by ``fn`` and ``rule``."""
 
+    keeps_layout = True
+
     def fn(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -390,6 +392,8 @@ class Dropout(Layer):
     SegNet's ``sample_weights_test`` (alexgkendall/caffe-segnet, Bayesian SegNet) drops in
     TEST as in TRAIN.
     """
+
+    keeps_layout = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

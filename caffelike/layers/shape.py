@@ -49,6 +49,8 @@ class Concat(Layer):
     Pinned by golden ``Concat__axis0`` and ``Concat__axis1``.
     """
 
+    keeps_layout = True
+
     def forward(self, *bottoms: torch.Tensor) -> list[torch.Tensor]:
         first = bottoms[0]
         axis = _legacy_or_axis(self, self.param.concat_param, "concat_dim", first.dim())
@@ -97,6 +99,8 @@ class Slice(Layer):
 @register_layer("Split", tops=(1, None))
 class Split(Layer):
     """Hands its bottom to every top (the same tensor: no copy); autograd adds the readers' gradients."""
+
+    keeps_layout = True
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [x] * max(len(self.param.top), 1)

@@ -221,6 +221,8 @@ class Convolution(_ConvBase):
     division); ``axis`` picks the channel axis. Golden: ``Convolution__*``.
     """
 
+    keeps_layout = True
+
     prefers_channels_last = True
 
     def fold_head(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
@@ -525,6 +527,8 @@ class Pooling(Layer):
     second top (MAX only) is the argmax mask. Golden: ``Pooling__*``. ParseNet's
     ``bin_size``/``bin_h``/``bin_w`` (:mod:`.pool_bins`) derive kernel, stride and pad from the bottom.
     """
+
+    keeps_layout = True
 
     def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: Sequence[Shape],
                  phase: int = TRAIN, where=None):

@@ -124,7 +124,7 @@ def fold_weights(head: Layer, affine: list[Layer]) -> tuple[torch.Tensor, torch.
 
 
 # -- finding chains ----------------------------------------------------------------------------
-def _readers(plan: NetPlan) -> tuple[list[list[tuple[str, int]]], dict[tuple[str, int], list[int]]]:
+def value_readers(plan: NetPlan) -> tuple[list[list[tuple[str, int]]], dict[tuple[str, int], list[int]]]:
     """Per layer, the (name, producer) version of each bottom; and each version's readers."""
     producer: dict[str, int] = {}
     versions: list[list[tuple[str, int]]] = []
@@ -154,7 +154,7 @@ def _single_reader(graph: NetGraph, versions, readers, current: int) -> int | No
 
 def find_chains(graph: NetGraph) -> list[Chain]:
     """The foldable chains of ``graph``, in layer order."""
-    versions, readers = _readers(graph.plan)
+    versions, readers = value_readers(graph.plan)
     chains: list[Chain] = []
     taken: set[int] = set()
     for i, (lay, module) in enumerate(graph.pairs()):
@@ -235,7 +235,7 @@ def fuse_batchnorm_scale(graph: NetGraph) -> int:
 def in_place_fusions(graph: NetGraph) -> dict[int, nn.Module]:
     """The modules :func:`fuse_batchnorm_scale` would put in place (layer index -> module),
     without changing ``graph``: the fused layer, and a PassThrough for its in-place follower."""
-    versions, readers = _readers(graph.plan)
+    versions, readers = value_readers(graph.plan)
     swaps: dict[int, nn.Module] = {}
     for i, (lay, module) in enumerate(graph.pairs()):
         if i in swaps or isinstance(module, Delegating) or len(lay.tops) != 1:

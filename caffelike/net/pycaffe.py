@@ -144,7 +144,7 @@ class Net(nn.Module):
             self._blobs[n].diff_tensor().fill_(w)
         self._views = [LayerView(m) for m in modules]
         self._records: dict[int, LayerRecord] = {}  # each layer's last pycaffe forward (for backward)
-        self._fused_steps: tuple[int, list] = (-1, [])
+        self._fused_steps: tuple[Any, list] = (None, [])
         self._runner: Callable[[Mapping[str, torch.Tensor] | None], dict[str, torch.Tensor]] | None = None
         self._pycaffe_callbacks: dict[str, list[Callable[[int], Any]]] = {k: [] for k in self._CALLBACK_KINDS}
         log.info("Network initialization done.")
@@ -321,13 +321,20 @@ class Net(nn.Module):
         self._publish(values)
 
     def _whole_pass_steps(self) -> list:
-        # A whole forward without callbacks runs BatchNorm + in-place Scale as one kernel (the
-        # value between them is never visible); partial forwards, callbacks and backward see
-        # every layer. Rebuilt when the graph's modules change (optimize, fusion, sharing).
-        if self._fused_steps[0] != self.graph.version:
+        # A whole forward without callbacks runs BatchNorm + in-place Scale as one kernel, and
+        # on the CPU each convolution packed with its in-place chain (:mod:`.packed`): the
+        # values between the layers of an in-place chain are never visible. Partial forwards,
+        # callbacks and backward see every layer. Rebuilt when the graph's modules change
+        # (optimize, fusion, sharing) or the net moves.
+        key = (self.graph.version, self._device_probe.device)
+        if self._fused_steps[0] != key:
             from .fold import in_place_fusions
+            from .packed import packed_swaps, packing_available
 
-            self._fused_steps = (self.graph.version, self.graph.steps_with(in_place_fusions(self.graph)))
+            swaps = in_place_fusions(self.graph)
+            if key[1].type == "cpu" and packing_available():
+                swaps = packed_swaps(self.graph, swaps)
+            self._fused_steps = (key, self.graph.steps_with(swaps))
         return self._fused_steps[1]
 
     def _publish(self, values: dict[str, torch.Tensor]) -> None:

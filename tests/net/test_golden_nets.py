@@ -101,10 +101,14 @@ def test_every_layer_top_matches_caffe(case):
 
 def test_whole_forward_fuses_batchnorm_scale_without_changing_the_graph():
     # pycaffe's whole forward runs BatchNorm + in-place Scale as one kernel (the blobs above are
-    # Caffe's); the layers themselves, which partial forwards and backward run, stay as built.
+    # Caffe's), on the CPU folded into the packed convolution before them; the layers themselves,
+    # which partial forwards and backward run, stay as built.
     from caffelike.layers.base import Delegating
     from caffelike.layers.normalization import FusedBatchNormScale
+    from caffelike.net.packed import PackedConv
 
     net = _golden_net("simpleconv3")[0]
-    assert any(isinstance(step[1], FusedBatchNormScale) for step in net._whole_pass_steps())
+    assert any(isinstance(step[1], FusedBatchNormScale) or
+               (isinstance(step[1], PackedConv) and len(step[1]._affine) == 2)
+               for step in net._whole_pass_steps())
     assert not any(isinstance(module, Delegating) for _, module in net.graph.pairs())

@@ -1,0 +1,197 @@
+"""Packed convolutions for pycaffe's whole inference pass on the CPU.
+
+oneDNN runs a 2-D convolution several times faster when its input is channels_last and its
+weights are reordered once into the kernel's own blocked layout ("prepacked") instead of on
+every call; it can also apply a ReLU on the way out. :func:`packed_swaps` gives the modules
+that do so for a net's whole-pass steps (see :meth:`~caffelike.net.pycaffe.Net.forward`):
+
+- every plain 2-D Convolution runs as a :class:`PackedConv`, whose output stays channels_last
+  (the next convolution, pooling, ReLU, Eltwise and Concat take it as it is; any other layer
+  gets a contiguous copy, :class:`ContiguousInputs`);
+- a Convolution whose top is rewritten in place (same blob name) by per-channel affine layers
+  (BatchNorm with global statistics, Scale) and a (leaky) ReLU runs the whole chain as one
+  kernel, the affine layers folded into its weights. Since every layer of the chain writes the
+  same blob, the values between them are never visible (Caffe's own in-place idiom), so every
+  blob a script reads holds what Caffe computes, within float tolerance.
+
+The packed weights are recomputed when a source parameter changes: when torch writes it
+(its version counter), when it is replaced or moved, when the input shape changes, and when a
+script takes a numpy view of it (``net.params[...][i].data``,
+:func:`~caffelike.blob.param_view_state`). While such a view is alive the script may write
+through it at any time, which no counter sees, so the layer then runs unpacked, as written.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..blob import param_view_state
+from ..layers.base import Delegating, Layer
+from .fold import FusedLayer, PassThrough, value_readers, fold_weights
+from .graph import NetGraph
+
+_CL = torch.channels_last
+
+
+def packing_available() -> bool:
+    """Whether this torch has oneDNN's packed convolution (CPU builds with mkldnn)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        torch.ops.mkldnn._convolution_pointwise  # noqa: B018 - resolves the op or raises
+        torch.ops.mkldnn._reorder_convolution_weight  # noqa: B018
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
+class PackedConv(Delegating):
+    """A Convolution (with per-channel affine layers folded in and an activation fused) run by
+    oneDNN with prepacked weights on a channels_last input; see the module docstring.
+
+    ``unpacked`` are the modules that compute the same top as written, run in turn when the
+    packed weights cannot be trusted (a live numpy view) or the input is not a CPU float32 one.
+    """
+
+    def __init__(self, head: Layer, affine: Sequence[Layer], slope: float | None,
+                 unpacked: Sequence[nn.Module]):
+        super().__init__(head)
+        # Plain attributes (not submodules): these layers stay registered where they were.
+        object.__setattr__(self, "_affine", list(affine))
+        object.__setattr__(self, "_unpacked_modules", list(unpacked))
+        self.slope = slope
+        g = head.geom
+        self._geometry = (list(g.pad), list(g.stride), list(g.dilation), int(head.group))
+        if slope is None:
+            self._attr: tuple[str, list] = ("none", [])
+        elif slope == 0.0:
+            self._attr = ("relu", [])
+        else:
+            self._attr = ("leaky_relu", [slope])
+        self._key: list | None = None
+        self._weight: torch.Tensor | None = None
+        self._bias: torch.Tensor | None = None
+        self._broken = False  # oneDNN refused this layer once: run it as written from then on
+
+    def _sources(self) -> list[torch.Tensor]:
+        tensors = list(self.original.blobs)
+        for layer in self._affine:
+            tensors += list(layer.blobs)
+        return tensors
+
+    def _unpacked(self, x: torch.Tensor) -> list[torch.Tensor]:
+        for module in self._unpacked_modules:
+            x = module(x)[0]
+        return [x]
+
+    def _pack(self, x: torch.Tensor) -> None:
+        if self._affine:
+            weight, bias = fold_weights(self.original, self._affine)
+        else:
+            weight, bias = self.original.fold_head()
+        pad, stride, dilation, groups = self._geometry
+        self._weight = torch.ops.mkldnn._reorder_convolution_weight(
+            weight.detach().contiguous(), pad, stride, dilation, groups, list(x.shape))
+        self._bias = bias.detach().contiguous() if bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if (self._broken or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4
+                or torch.is_grad_enabled()):
+            return self._unpacked(x)
+        key = [tuple(x.shape)]
+        for t in self._sources():
+            generation, alive = param_view_state(t)
+            if alive or t.device.type != "cpu" or t.dtype != torch.float32:
+                return self._unpacked(x)
+            key.append((id(t), t._version, t.data_ptr(), generation))
+        pad, stride, dilation, groups = self._geometry
+        try:
+            if key != self._key:
+                self._pack(x)
+                self._key = key
+            y = torch.ops.mkldnn._convolution_pointwise(
+                x.contiguous(memory_format=_CL), self._weight, self._bias, pad, stride, dilation,
+                groups, self._attr[0], self._attr[1], "")
+        except RuntimeError:
+            self._broken, self._key, self._weight = True, None, None
+            return self._unpacked(x)
+        return [y]
+
+
+class ContiguousInputs(Delegating):
+    """A layer that is not known to take channels_last tensors gets contiguous bottoms."""
+
+    def forward(self, *bottoms):
+        return self.original(*[b.contiguous() if isinstance(b, torch.Tensor) else b for b in bottoms])
+
+
+def _in_place_chain(graph: NetGraph, readers: dict, head: int) -> tuple[list[int], list[int], int | None]:
+    """The layers after ``head`` that rewrite its one top in place, each the only reader of the
+    value before it: (chain indices, affine indices, activation index or None)."""
+    lay = graph.plan.layers[head]
+    top = lay.tops[0]
+    channels = graph.module(head).fold_head()[0].shape[0]
+    chain: list[int] = []
+    affine: list[int] = []
+    current = head
+    while True:
+        nxt = readers.get((top, current), [])
+        if len(nxt) != 1:
+            break
+        j = nxt[0]
+        flay = graph.plan.layers[j]
+        module = graph.module(j)
+        if isinstance(module, Delegating) or list(flay.bottoms) != [top] or list(flay.tops) != [top]:
+            break
+        if module.affine(channels) is not None:
+            chain.append(j)
+            affine.append(j)
+        elif module.fused_activation() is not None:
+            chain.append(j)
+            return chain, affine, j
+        else:
+            break
+        current = j
+    return chain, affine, None
+
+
+def _packable(graph: NetGraph, index: int) -> bool:
+    lay = graph.plan.layers[index]
+    module = graph.module(index)
+    if isinstance(module, FusedLayer):  # optimize=True folded this chain already
+        module = module.original
+    elif isinstance(module, Delegating):
+        return False
+    return (getattr(module, "caffe_type", "") == "Convolution" and getattr(module, "_plain_2d", False)
+            and len(lay.bottoms) == 1 and len(lay.tops) == 1 and module.fold_head() is not None)
+
+
+def packed_swaps(graph: NetGraph, fused: Mapping[int, nn.Module] | None = None) -> dict[int, nn.Module]:
+    """Layer index -> module for a CPU inference pass: packed convolutions with their in-place
+    chains (absorbed layers as PassThrough), ``fused`` (e.g. :func:`~.fold.in_place_fusions`)
+    where no chain took the layer, and contiguous inputs for layers that need them."""
+    _, readers = value_readers(graph.plan)
+    swaps: dict[int, nn.Module] = {}
+    for i in range(len(graph)):
+        if i in swaps or not _packable(graph, i):
+            continue
+        module = graph.module(i)
+        if isinstance(module, FusedLayer):
+            swaps[i] = PackedConv(module.original, module._affine, module.relu_slope, [module])
+            continue
+        chain, affine, activation = _in_place_chain(graph, readers, i)
+        slope = graph.module(activation).fused_activation() if activation is not None else None
+        swaps[i] = PackedConv(module, [graph.module(j) for j in affine], slope,
+                              [module] + [graph.module(j) for j in chain])
+        for j in chain:
+            swaps[j] = PassThrough(graph.module(j))
+    for i, module in (fused or {}).items():
+        if i not in swaps:
+            swaps[i] = module
+    for i, (_, module) in enumerate(graph.pairs()):
+        module = swaps.get(i, module)
+        if not isinstance(module, (PassThrough, PackedConv)) and not getattr(module, "keeps_layout", False):
+            swaps[i] = ContiguousInputs(module)
+    return swaps
