@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..allocator import keep_freed_memory
 from ..blob import Blob, LayerView, ParamBlob
 from ..errors import NetError, Where
 from ..layers import LAYERS
@@ -332,8 +333,10 @@ class Net(nn.Module):
             from .packed import packed_swaps, packing_available
 
             swaps = in_place_fusions(self.graph)
-            if key[1].type == "cpu" and packing_available():
-                swaps = packed_swaps(self.graph, swaps)
+            if key[1].type == "cpu":
+                keep_freed_memory()  # each pass reuses the last one's pages (see ..allocator)
+                if packing_available():
+                    swaps = packed_swaps(self.graph, swaps)
             self._fused_steps = (key, self.graph.steps_with(swaps))
         return self._fused_steps[1]
 

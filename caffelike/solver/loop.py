@@ -22,7 +22,7 @@ from ..errors import SolverError, WeightsError, Where
 from ..glog import get_logger
 from ..proto import caffe_pb2
 from . import messages, snapshot as snap
-from .allocator import keep_freed_memory
+from ..allocator import keep_freed_memory
 from .debug_info import DebugInfo
 from .lr_policies import get_policy
 from .nets import build_net, test_net_sources, train_net_source

@@ -1,11 +1,11 @@
-"""The CPU solver's malloc tuning (caffelike.solver.allocator): set once, opt-out honoured."""
+"""The CPU malloc tuning of the solver and pycaffe's forward (caffelike.allocator): set once, opt-out honoured."""
 from __future__ import annotations
 
 import sys
 
 import pytest
 
-from caffelike.solver import allocator
+from caffelike import allocator
 
 
 def test_keep_freed_memory_is_idempotent() -> None:
