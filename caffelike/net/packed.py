@@ -12,7 +12,9 @@ that do so for a net's whole-pass steps (see :meth:`~caffelike.net.pycaffe.Net.f
   (BatchNorm with global statistics, Scale) and a (leaky) ReLU runs the whole chain as one
   kernel, the affine layers folded into its weights. Since every layer of the chain writes the
   same blob, the values between them are never visible (Caffe's own in-place idiom), so every
-  blob a script reads holds what Caffe computes, within float tolerance.
+  blob a script reads holds what Caffe computes, within float tolerance;
+- a (leaky) ReLU that rewrites, in place, a new tensor that nothing else reads (an Eltwise's
+  sum, an InnerProduct's output) runs in place on it (:class:`InPlaceActivation`).
 
 The packed weights are recomputed when a source parameter changes: when torch writes it
 (its version counter), when it is replaced or moved, when the input shape changes, and when a
@@ -120,6 +122,15 @@ class PackedConv(Delegating):
         return [y]
 
 
+class InPlaceActivation(Delegating):
+    """A (leaky) ReLU that rewrites its blob in place, run in place: the value before it has no
+    other reader, so no new tensor is needed (and nothing visible changes)."""
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        slope = self.original.fused_activation()
+        return [x.relu_() if slope == 0.0 else torch.nn.functional.leaky_relu_(x, slope)]
+
+
 class ContiguousInputs(Delegating):
     """A layer that is not known to take channels_last tensors gets contiguous bottoms."""
 
@@ -157,6 +168,27 @@ def _in_place_chain(graph: NetGraph, readers: dict, head: int) -> tuple[list[int
     return chain, affine, None
 
 
+# Layers whose top is always a new tensor (never a view or another blob's tensor).
+_FRESH_TOPS = ("Eltwise", "InnerProduct")
+
+
+def _in_place_activation(graph: NetGraph, readers: dict, swaps: Mapping[int, nn.Module], index: int) -> bool:
+    """Whether layer ``index`` is a (leaky) ReLU rewriting its one blob in place, the only reader
+    of the value before it, which a layer of this pass computed as a new tensor."""
+    lay = graph.plan.layers[index]
+    module = graph.module(index)
+    if isinstance(module, Delegating) or module.fused_activation() is None:
+        return False
+    if len(lay.bottoms) != 1 or list(lay.tops) != list(lay.bottoms):
+        return False
+    producers = [j for (name, j), who in readers.items() if name == lay.bottoms[0] and index in who]
+    if len(producers) != 1 or producers[0] < 0 or readers[(lay.bottoms[0], producers[0])] != [index]:
+        return False
+    producer = swaps.get(producers[0], graph.module(producers[0]))
+    return isinstance(producer, PackedConv) or (
+        not isinstance(producer, Delegating) and getattr(producer, "caffe_type", "") in _FRESH_TOPS)
+
+
 def _packable(graph: NetGraph, index: int) -> bool:
     lay = graph.plan.layers[index]
     module = graph.module(index)
@@ -190,6 +222,9 @@ def packed_swaps(graph: NetGraph, fused: Mapping[int, nn.Module] | None = None) 
     for i, module in (fused or {}).items():
         if i not in swaps:
             swaps[i] = module
+    for i, (lay, module) in enumerate(graph.pairs()):
+        if i not in swaps and _in_place_activation(graph, readers, swaps, i):
+            swaps[i] = InPlaceActivation(module)
     for i, (_, module) in enumerate(graph.pairs()):
         module = swaps.get(i, module)
         if not isinstance(module, (PassThrough, PackedConv)) and not getattr(module, "keeps_layout", False):

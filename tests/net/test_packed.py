@@ -12,7 +12,7 @@ import torch
 
 import caffelike
 from caffelike.net.fold import optimize_net
-from caffelike.net.packed import ContiguousInputs, PackedConv, packing_available
+from caffelike.net.packed import ContiguousInputs, InPlaceActivation, PackedConv, packing_available
 
 pytestmark = pytest.mark.skipif(not packing_available(), reason="torch without oneDNN packed convolutions")
 
@@ -40,9 +40,12 @@ layer { name: "conv4" type: "Convolution" bottom: "cat" top: "conv4"
   convolution_param { num_output: 8 kernel_size: 3 pad: 2 dilation: 2 weight_filler { type: "gaussian" std: 0.2 } } }
 layer { name: "bn4" type: "BatchNorm" bottom: "conv4" top: "bn4" }
 layer { name: "sum" type: "Eltwise" bottom: "bn4" bottom: "conv2" top: "sum" }
+layer { name: "relu_sum" type: "ReLU" bottom: "sum" top: "sum" }
 layer { name: "ip" type: "InnerProduct" bottom: "sum" top: "ip" inner_product_param { num_output: 5
   weight_filler { type: "gaussian" std: 0.1 } } }
-layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" }
+layer { name: "drop" type: "Dropout" bottom: "ip" top: "drop" }
+layer { name: "relu_drop" type: "ReLU" bottom: "drop" top: "drop" }
+layer { name: "prob" type: "Softmax" bottom: "drop" top: "prob" }
 """
 
 
@@ -98,8 +101,11 @@ def test_whole_forward_packs_chains_and_keeps_every_blob(net_file):
     assert modules["conv3"].slope == pytest.approx(0.1)
     assert modules["conv4"]._affine == [] and modules["conv4"].slope is None  # bn4 writes its own blob
     assert isinstance(modules["ip"], ContiguousInputs)
+    assert isinstance(modules["relu_sum"], InPlaceActivation)  # Eltwise's new tensor, one reader
+    assert not isinstance(modules["relu_drop"], InPlaceActivation)  # TEST Dropout's top is ip's tensor
     _assert_blobs_close(got, _as_written(_net(net_file), x))
     assert not np.allclose(got["conv4"], got["bn4"])  # both blobs hold their own values
+    assert (got["ip"] < 0).any()  # the ReLU on Dropout's top left ip's value alone
 
 
 def test_writes_through_a_held_numpy_view_are_seen(net_file):
