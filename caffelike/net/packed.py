@@ -76,12 +76,12 @@ class PackedConv(Delegating):
         self._weight: torch.Tensor | None = None
         self._bias: torch.Tensor | None = None
         self._broken = False  # oneDNN refused this layer once: run it as written from then on
+        # the ParameterLists' dicts (a replaced blob is replaced in them), read each call without
+        # the ParameterList's __getitem__/__iter__, which cost microseconds per blob
+        self._blob_dicts = [layer.blobs._parameters for layer in (head, *affine)]
 
     def _sources(self) -> list[torch.Tensor]:
-        tensors = list(self.original.blobs)
-        for layer in self._affine:
-            tensors += list(layer.blobs)
-        return tensors
+        return [t for blobs in self._blob_dicts for t in blobs.values()]
 
     def _unpacked(self, x: torch.Tensor) -> list[torch.Tensor]:
         for module in self._unpacked_modules:
@@ -99,13 +99,15 @@ class PackedConv(Delegating):
         self._bias = bias.detach().contiguous() if bias is not None else None
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if (self._broken or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4
+        if (self._broken or not x.is_cpu or x.dtype != torch.float32 or x.dim() != 4
                 or torch.is_grad_enabled()):
             return self._unpacked(x)
-        key = [tuple(x.shape)]
+        # What the packed weights depend on. A source moved or converted has another data
+        # pointer (and then fails to pack, which makes the layer run unpacked).
+        key = [x.shape]
         for t in self._sources():
             generation, alive = param_view_state(t)
-            if alive or t.device.type != "cpu" or t.dtype != torch.float32:
+            if alive:
                 return self._unpacked(x)
             key.append((id(t), t._version, t.data_ptr(), generation))
         pad, stride, dilation, groups = self._geometry
