@@ -329,7 +329,7 @@ class Net(nn.Module):
         # (optimize, fusion, sharing) or the net moves.
         key = (self.graph.version, self._device_probe.device)
         if self._fused_steps[0] != key:
-            from .fold import in_place_fusions
+            from .fold import PassThrough, in_place_fusions
             from .packed import packed_swaps, packing_available
 
             swaps = in_place_fusions(self.graph)
@@ -337,7 +337,10 @@ class Net(nn.Module):
                 keep_freed_memory()  # each pass reuses the last one's pages (see ..allocator)
                 if packing_available():
                     swaps = packed_swaps(self.graph, swaps)
-            self._fused_steps = (key, self.graph.steps_with(swaps))
+            # an absorbed layer that rewrote its blob in place has nothing left to do
+            steps = [step for step in self.graph.steps_with(swaps)
+                     if not (isinstance(step[1], PassThrough) and step[0].tops == step[0].bottoms)]
+            self._fused_steps = (key, steps)
         return self._fused_steps[1]
 
     def _publish(self, values: dict[str, torch.Tensor]) -> None:
