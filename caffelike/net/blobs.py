@@ -14,24 +14,51 @@ a diff of its own.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from ..blob import Blob
 
 
 class LastPass:
-    """The solver's last forward pass (blob name -> tensor), or None once released."""
+    """The solver's last forward pass (blob name -> tensor), or None once released.
+
+    A pass may hold only some blobs (the compiled forward's outputs, :mod:`.compiled`) with a
+    ``complete`` callable computing all of them: the first read of a missing blob calls it.
+    """
 
     def __init__(self) -> None:
         self.values: Mapping[str, torch.Tensor] | None = None
         self.version = 0
+        self._complete: Callable[[], Mapping[str, torch.Tensor]] | None = None
 
-    def hold(self, values: Mapping[str, torch.Tensor] | None) -> None:
-        """Make ``values`` the last pass (None releases it: the blobs keep what they read)."""
+    def hold(self, values: Mapping[str, torch.Tensor] | None,
+             complete: Callable[[], Mapping[str, torch.Tensor]] | None = None) -> None:
+        """Make ``values`` the last pass (None releases it: the blobs keep what they read);
+        ``complete`` computes every blob of the pass when one outside ``values`` is read."""
         self.values = values
+        self._complete = complete
         self.version += 1
+
+    def get(self, name: str) -> torch.Tensor | None:
+        """Blob ``name`` of the last pass (completing the pass first if it lacks it), or None."""
+        if self.values is None:
+            return None
+        value = self.values.get(name)
+        if value is None and self._complete is not None:
+            self.complete()
+            value = self.values.get(name)
+        return value
+
+    def complete(self) -> None:
+        """Compute every blob of a partial pass now (before it is replaced)."""
+        if self._complete is not None and self.values is not None:
+            complete, self._complete = self._complete, None
+            full = dict(complete())
+            full.update(self.values)  # the values already handed out stay as they were
+            self.values = full
 
 
 _NEVER = LastPass()  # never holds a pass
@@ -46,6 +73,7 @@ class NetBlob(Blob):
         self._last_pass = last_pass or _NEVER  # None: a net input, which only its user writes
         self._seen = self._last_pass.version
         self._owner: NetBlob | None = None
+        self._exposed = False  # its numpy data was handed out (a script may hold the array)
 
     def share_data_with(self, owner: "NetBlob") -> None:
         """Use ``owner``'s data from now on (Caffe's Blob::ShareData); the diff stays this blob's."""
@@ -56,9 +84,24 @@ class NetBlob(Blob):
 
     @property
     def copies_eagerly(self) -> bool:
-        """Whether a new pass must be copied in at once: the blob follows the passes and
-        already has a data tensor of its own (someone may hold a numpy view of it)."""
-        return self._data is not None and self._last_pass is not _NEVER and self._owner is None
+        """Whether a new pass must be copied in at once: the blob follows the passes and its
+        numpy data was handed out (someone may hold that array, which must see the pass)."""
+        return (self._exposed and self._data is not None and self._last_pass is not _NEVER
+                and self._owner is None)
+
+    @property
+    def data(self) -> np.ndarray:
+        (self._owner or self)._exposed = True
+        return self.data_tensor().numpy()
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        self.data[...] = value
+
+    def reshape(self, *shape: int) -> None:
+        super().reshape(*shape)
+        if self._data is None:  # a new array from now on: none handed out yet
+            self._exposed = False
 
     def settle(self) -> None:
         """Copy in a pending last-pass value now (before that pass is replaced or released)."""
@@ -76,7 +119,7 @@ class NetBlob(Blob):
         last = self._last_pass
         if last.version != self._seen:
             self._seen = last.version
-            value = last.values.get(self._name) if last.values is not None else None
+            value = last.get(self._name)
             if value is not None:
                 self.store("data", value)
         return super().data_tensor()

@@ -71,7 +71,8 @@ class Net(nn.Module):
     the current :func:`~caffelike.layers.python.python_layers` setting) refuses Python layers
     when False. ``optimize=True`` (deploy use) folds BatchNorm/Scale into convolutions and
     fuses ReLU (:mod:`caffelike.net.fold`); the folded chains' intermediate blobs then hold
-    the chain's output.
+    the chain's output. On the CPU it also compiles the whole forward (:mod:`.compiled`,
+    seconds per input shape on the first forward) and uses it where it is the faster pass.
     """
 
     def __init__(self, network: str | os.PathLike | caffe_pb2.NetParameter,
@@ -155,10 +156,15 @@ class Net(nn.Module):
             copy_trained_layers(self.graph, source if source is not None else weights, os.fspath(weights))
         if device is not None:
             self.to(device)
+        self._compiled: Any = None
         if optimize:  # deploy opt-in: see caffelike.net.fold for what pycaffe readers then see
+            from ..export import to_torch
+            from .compiled import CompiledForward
             from .fold import optimize_net
 
             optimize_net(self)
+            self._compiled = CompiledForward(self.graph, lambda: to_torch(self), list(self.inputs),
+                                             list(self.outputs))
 
     def _share_split_data(self) -> None:
         # Caffe's SplitLayer shares its bottom's data with every top (no copy); not where a
@@ -315,11 +321,29 @@ class Net(nn.Module):
         elif start == 0 and end == len(self.graph) - 1 and not before and not after:
             self._last_pass.hold(None)  # this pass rewrites every blob: free the last one first
             with torch.no_grad():
+                if self._compiled is not None and self._device_probe.device.type == "cpu":
+                    if self._compiled_pass():
+                        return
                 values = self.graph.run_range(start, end, {}, steps=self._whole_pass_steps())
         else:
             with torch.no_grad():
                 values = self._run_with_callbacks(start, end)
         self._publish(values)
+
+    def _compiled_pass(self) -> bool:
+        """``optimize=True``: the outputs from the compiled forward (:mod:`.compiled`) and the
+        other blobs from a layer-by-layer pass when first read; False when that does not serve."""
+        inputs = {name: self._stored(name) for name in self.inputs}
+
+        def layer_by_layer() -> dict[str, torch.Tensor]:
+            with torch.no_grad():
+                return self.graph.run_range(0, len(self.graph) - 1, dict(inputs), steps=self._whole_pass_steps())
+
+        outputs = self._compiled.outputs(inputs, layer_by_layer)
+        if outputs is None:
+            return False
+        self._publish({**inputs, **outputs}, complete=layer_by_layer)
+        return True
 
     def _whole_pass_steps(self) -> list:
         # A whole forward without callbacks runs BatchNorm + in-place Scale as one kernel, and
@@ -343,20 +367,22 @@ class Net(nn.Module):
             self._fused_steps = (key, steps)
         return self._fused_steps[1]
 
-    def _publish(self, values: dict[str, torch.Tensor]) -> None:
+    def _publish(self, values: dict[str, torch.Tensor],
+                 complete: Callable[[], Mapping[str, torch.Tensor]] | None = None) -> None:
         # The blobs show this pass lazily (copied when read); a blob already read gets its copy
         # now, since a script may hold its numpy array. Blobs this run did not write keep the
         # previous pass's values, so those are copied in before that pass is replaced.
+        # ``complete`` computes the blobs missing from ``values`` (see LastPass).
+        self._last_pass.complete()
         previous = self._last_pass.values
         if previous is not None:
             for name in previous.keys() - values.keys():
                 if name in self._blobs:
                     self._blobs[name].settle()
-        self._last_pass.hold(values)
-        for name, t in values.items():
-            blob = self._blobs[name]
-            if blob.copies_eagerly:
-                blob.store("data", t)
+        self._last_pass.hold(values, complete)
+        for name, blob in self._blobs.items():
+            if blob.copies_eagerly and (complete is not None or name in values):
+                blob.data_tensor()
 
     def backward(self, diffs: Sequence[str] | None = None, start: str | None = None,
                  end: str | None = None, **kwargs: np.ndarray) -> dict[str, np.ndarray]:

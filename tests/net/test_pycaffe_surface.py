@@ -90,6 +90,7 @@ def test_partial_forwards_keep_the_other_blobs_and_reshape_keeps_them():
     assert_close_scaled(net.blobs["prob"].data, expected[::-1], "prob from the second forward's ip1")
     net.forward(data=x)
     net.reshape()  # same shapes: Caffe keeps every blob's data
+    assert not net.blobs["conv1"].copies_eagerly  # kept for a later read, not copied per forward
     assert_close_scaled(_softmax(net.blobs["ip2"].data), expected, "ip2 (never read) after reshape")
 
 
