@@ -18,6 +18,7 @@ layer-by-layer pass.
 """
 from __future__ import annotations
 
+import statistics
 import time
 from typing import TYPE_CHECKING, Callable, Mapping
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = get_logger("optimize")
 
-_TRIALS = 3  # timed runs of each pass when choosing
+_TRIALS = 5  # timed runs of each pass when choosing (alternating; the medians compare)
 _RECOMPILES = 256  # nets x input shapes compiled in one process
 
 
@@ -98,7 +99,7 @@ class CompiledForward:
 
     @staticmethod
     def prefer_compiled(compiled_s: float, layer_by_layer_s: float) -> bool:
-        """Whether the compiled pass serves, from the best of each pass's timed runs."""
+        """Whether the compiled pass serves, from the median of each pass's timed runs."""
         return compiled_s < layer_by_layer_s
 
     def _choose(self, args: list[torch.Tensor], layer_by_layer: Callable[[], object]) -> Callable | None:
@@ -131,7 +132,7 @@ class CompiledForward:
                 t0 = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t0)
-        best = {name: min(v) for name, v in times.items()}
+        best = {name: statistics.median(v) for name, v in times.items()}
         use = self.prefer_compiled(best["compiled"], best["layer by layer"])
         log.info("optimize: compiled the forward for inputs %s in %.1f s; %.2f ms compiled vs %.2f ms "
                  "layer by layer: %s", [tuple(a.shape) for a in args], seconds,
