@@ -78,11 +78,38 @@ def uncompile_net(net) -> None:
 
 
 # -- channels_last ------------------------------------------------------------------------------
+# Layer types that compute the same values on channels_last (NHWC-strided) activations and
+# keep that layout in their outputs and gradients (no ``.view`` of their bottoms; InnerProduct
+# flattens in Caffe's C, H, W order). The CPU rule below turns channels_last on only for nets
+# made of these alone.
+CHANNELS_LAST_CPU_TYPES = frozenset({
+    "Input", "Data", "ImageData", "MemoryData", "HDF5Data", "DummyData",
+    "Convolution", "BatchNorm", "Scale", "Bias", "ReLU", "Sigmoid", "TanH", "AbsVal", "Power",
+    "Dropout", "Pooling", "Eltwise", "Concat", "Split", "Silence", "InnerProduct",
+    "Softmax", "SoftmaxWithLoss", "Accuracy",
+})
+
+
 def channels_last_auto(net, device: torch.device | str, amp: str | None) -> bool:
-    """channels_last pays on CUDA with AMP for nets made mostly of 2-D convolutions."""
-    if torch.device(device).type != "cuda" or amp_dtype(amp) is None:
+    """Whether the solver runs ``net`` channels_last when not told.
+
+    On CUDA with AMP for nets of mostly 2-D convolutions (tensor cores). On the CPU in fp32
+    for nets with at least two plain 2-D convolutions (groups of one) whose layers are all
+    :data:`CHANNELS_LAST_CPU_TYPES`: oneDNN's NHWC convolution kernels, forward and
+    backward, and torch's NHWC pooling beat the NCHW ones at the bench nets' sizes by more
+    than the NHWC batch norm loses (bench/RESULTS.md, issue 17, slice train17).
+    """
+    pairs = list(net.graph.pairs())
+    if torch.device(device).type == "cuda":
+        return amp_dtype(amp) is not None and sum(module.prefers_channels_last for _, module in pairs) >= 2
+    if torch.device(device).type != "cpu" or amp_dtype(amp) is not None:
         return False
-    return sum(module.prefers_channels_last for _, module in net.graph.pairs()) >= 2
+    if any(lay.type not in CHANNELS_LAST_CPU_TYPES for lay, _ in pairs):
+        return False
+    convs = [module for lay, module in pairs if lay.type == "Convolution"]
+    if any(getattr(module, "group", 1) != 1 for module in convs):
+        return False
+    return sum(len(module.blobs) > 0 and module.blobs[0].dim() == 4 for module in convs) >= 2
 
 
 def use_channels_last(net) -> int:

@@ -146,7 +146,9 @@ class Solver:
         self._decay_mults = tuple(i.decay_mult for i in self._params)
         # the Input layers' blobs, fed to each training pass as they are (Net.run would copy them)
         self._input_blobs = [(name, self.net.blobs[name]) for name in self.net.inputs]
-        self.history = [torch.zeros_like(p.tensor, memory_format=torch.contiguous_format).detach()
+        # in each blob's own layout (channels_last weights: NHWC), so the update's foreach ops
+        # see one layout (mixed layouts take a slow path)
+        self.history = [torch.zeros_like(p.tensor).detach()
                         for _ in range(self.rule.history_sets) for p in self._params]
         self._zero_diffs: dict[int, torch.Tensor] = {}
 
@@ -249,12 +251,15 @@ class Solver:
         self._scaler = accel.make_loss_scaler(self.device, self.amp)
         if self.device.type == "cuda":
             accel.configure_backends()
+        self._channels_last_inputs = False
         for net in [self.net] + self.test_nets:
             if fuse:  # Caffe's in-place BatchNorm+Scale as one kernel: same values, never visible
                 fuse_batchnorm_scale(net.graph)
             if (accel.channels_last_auto(net, self.device, self.amp) if channels_last is None
                     else channels_last):
                 accel.use_channels_last(net)
+                if net is self.net:  # the Input blobs go NHWC too (one copy; else each conv reorders)
+                    self._channels_last_inputs = True
             if compile:
                 accel.compile_net(net, install=True)
 
@@ -264,6 +269,8 @@ class Solver:
         self.net.hold_last_pass(None)  # the previous pass's activations go before this forward
         if inputs is None and self._input_blobs:
             inputs = {name: blob.data_tensor().to(self.device) for name, blob in self._input_blobs}
+        if inputs is not None and self._channels_last_inputs:
+            inputs = accel.channels_last_inputs(inputs)
         with accel.autocast(self.device, amp):
             blobs = self.net.run(inputs)
             objective = self.net.objective(blobs)

@@ -1,0 +1,119 @@
+"""The solver's CPU channels_last choice (issue 17): when it is made, and that it changes nothing
+but speed.
+
+A net of several plain 2-D convolutions whose layers all keep NHWC tensors runs its CPU
+training step channels_last unless told otherwise; the weights, diffs, history and every blob
+after a few iterations equal those of the same solver run NCHW (``channels_last=False``)
+within float tolerance (the kernels sum in other orders). Caffe's own trajectories with
+channels_last are in test_trajectories.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import caffelike
+from caffelike import accel
+
+INPUT = """name: "SmallConvNet"
+layer { name: "data" type: "Input" top: "data" top: "label"
+  input_param { shape { dim: 6 dim: 3 dim: 12 dim: 12 } shape { dim: 6 } } }
+"""
+BODY = """layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 8 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
+layer { name: "conv1/bn" type: "BatchNorm" bottom: "conv1" top: "conv1" }
+layer { name: "conv1/scale" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+  pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
+  convolution_param { num_output: 8 kernel_size: 3 pad: 1 %s weight_filler { type: "xavier" } } }
+layer { name: "sum" type: "Eltwise" bottom: "pool1" bottom: "conv2" top: "sum" }
+layer { name: "relu2" type: "ReLU" bottom: "sum" top: "sum" }
+layer { name: "pool2" type: "Pooling" bottom: "sum" top: "pool2"
+  pooling_param { pool: AVE kernel_size: 3 stride: 2 } }
+%s
+layer { name: "ip1" type: "InnerProduct" bottom: "pool2" top: "ip1"
+  inner_product_param { num_output: 5 weight_filler { type: "xavier" } bias_filler { type: "gaussian" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip1" bottom: "label" top: "loss" }
+"""
+SOLVER = """net: "%s"
+base_lr: 0.05
+momentum: 0.9
+weight_decay: 0.001
+lr_policy: "fixed"
+max_iter: 100
+display: 0
+random_seed: 3
+snapshot_after_train: false
+solver_mode: CPU
+"""
+LRN = 'layer { name: "norm" type: "LRN" bottom: "pool2" top: "pool2" lrn_param { local_size: 3 } }'
+
+
+def _solver(tmp_path, body: str = BODY % ("", ""), **options):
+    net = tmp_path / "net.prototxt"
+    net.write_text(INPUT + body)
+    solver_file = tmp_path / "solver.prototxt"
+    solver_file.write_text(SOLVER % net)
+    return caffelike.get_solver(str(solver_file), **options)
+
+
+def _is_nhwc(t: torch.Tensor) -> bool:
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+def test_cpu_rule_picks_channels_last_for_plain_conv_nets(tmp_path):
+    solver = _solver(tmp_path)
+    assert accel.channels_last_auto(solver.net, "cpu", None)
+    assert _is_nhwc(solver.net.graph.module(1).blobs[0])  # conv1's weight
+    assert solver._channels_last_inputs
+
+
+@pytest.mark.parametrize("body, amp", [
+    (BODY % ("group: 2", ""), None),  # a grouped convolution
+    (BODY % ("", LRN), None),  # a layer type outside the NHWC list
+    (BODY % ("", ""), "bf16"),  # AMP on the CPU: left as it was
+])
+def test_cpu_rule_declines(tmp_path, body, amp):
+    net_file = tmp_path / "net.prototxt"
+    net_file.write_text(INPUT + body)
+    net = caffelike.Net(str(net_file), caffelike.TRAIN)
+    assert not accel.channels_last_auto(net, "cpu", amp)
+
+
+def test_cpu_rule_needs_two_convolutions(tmp_path):
+    one_conv = INPUT + BODY.split('layer { name: "conv2"')[0] + (
+        'layer { name: "ip1" type: "InnerProduct" bottom: "pool1" top: "ip1"\n'
+        '  inner_product_param { num_output: 5 } }\n'
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip1" bottom: "label" top: "loss" }\n')
+    net_file = tmp_path / "net.prototxt"
+    net_file.write_text(one_conv)
+    assert not accel.channels_last_auto(caffelike.Net(str(net_file), caffelike.TRAIN), "cpu", None)
+
+
+def test_channels_last_step_equals_nchw_step(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((6, 3, 12, 12)).astype(np.float32)
+    label = rng.integers(0, 5, 6).astype(np.float32)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    nhwc = _solver(tmp_path / "a")
+    nchw = _solver(tmp_path / "b", channels_last=False)
+    assert nhwc._channels_last_inputs and not nchw._channels_last_inputs
+    for name, blobs in nchw.net.params.items():  # the same start
+        for mine, theirs in zip(nhwc.net.params[name], blobs):
+            mine.data[...] = theirs.data
+    for solver in (nhwc, nchw):
+        solver.net.blobs["data"].data[...] = data
+        solver.net.blobs["label"].data[...] = label
+        solver.step(4)
+    for name, blobs in nchw.net.params.items():
+        for i, (mine, theirs) in enumerate(zip(nhwc.net.params[name], blobs)):
+            np.testing.assert_allclose(mine.data, theirs.data, rtol=1e-4, atol=1e-5, err_msg=f"{name}[{i}] data")
+            np.testing.assert_allclose(mine.diff, theirs.diff, rtol=1e-4, atol=1e-6, err_msg=f"{name}[{i}] diff")
+    for mine, theirs in zip(nhwc.history, nchw.history):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-6)
+    for name, blob in nchw.net.blobs.items():
+        np.testing.assert_allclose(nhwc.net.blobs[name].data, blob.data, rtol=1e-4, atol=1e-5, err_msg=name)
