@@ -28,8 +28,10 @@ layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
 layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
   pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
 layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
-  convolution_param { num_output: 8 kernel_size: 3 pad: 1 %s weight_filler { type: "xavier" } } }
-layer { name: "sum" type: "Eltwise" bottom: "pool1" bottom: "conv2" top: "sum" }
+  convolution_param { num_output: 16 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
+layer { name: "conv3" type: "Convolution" bottom: "conv2" top: "conv3"
+  convolution_param { num_output: 16 kernel_size: 3 pad: 1 %s weight_filler { type: "xavier" } } }
+layer { name: "sum" type: "Eltwise" bottom: "conv2" bottom: "conv3" top: "sum" }
 layer { name: "relu2" type: "ReLU" bottom: "sum" top: "sum" }
 layer { name: "pool2" type: "Pooling" bottom: "sum" top: "pool2"
   pooling_param { pool: AVE kernel_size: 3 stride: 2 } }
@@ -66,9 +68,14 @@ def _is_nhwc(t: torch.Tensor) -> bool:
 
 def test_cpu_rule_picks_channels_last_for_plain_conv_nets(tmp_path):
     solver = _solver(tmp_path)
+    graph = solver.net.graph
     assert accel.channels_last_auto(solver.net, "cpu", None)
-    assert _is_nhwc(solver.net.graph.module(1).blobs[0])  # conv1's weight
-    assert solver._channels_last_inputs
+    # conv1 has too few outputs (8) and stays NCHW; conv2 and conv3 go NHWC
+    conv1, conv2, conv3 = (graph.module(graph.layer_index(name)) for name in ("conv1", "conv2", "conv3"))
+    assert not _is_nhwc(conv1.blobs[0]) and not isinstance(conv1, accel.ChannelsLastEntry)
+    assert _is_nhwc(conv2.blobs[0]) and _is_nhwc(conv3.blobs[0])
+    assert isinstance(conv2, accel.ChannelsLastEntry)
+    assert not solver._channels_last_inputs  # (only with channels_last=True)
 
 
 @pytest.mark.parametrize("body, amp", [
@@ -93,15 +100,17 @@ def test_cpu_rule_needs_two_convolutions(tmp_path):
     assert not accel.channels_last_auto(caffelike.Net(str(net_file), caffelike.TRAIN), "cpu", None)
 
 
-def test_channels_last_step_equals_nchw_step(tmp_path):
+@pytest.mark.parametrize("option", [None, True])
+def test_channels_last_step_equals_nchw_step(tmp_path, option):
     rng = np.random.default_rng(0)
     data = rng.standard_normal((6, 3, 12, 12)).astype(np.float32)
     label = rng.integers(0, 5, 6).astype(np.float32)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    nhwc = _solver(tmp_path / "a")
+    nhwc = _solver(tmp_path / "a", channels_last=option)  # None: the CPU rule's choice
     nchw = _solver(tmp_path / "b", channels_last=False)
-    assert nhwc._channels_last_inputs and not nchw._channels_last_inputs
+    graph = nhwc.net.graph
+    assert _is_nhwc(graph.module(graph.layer_index("conv2")).blobs[0])
     for name, blobs in nchw.net.params.items():  # the same start
         for mine, theirs in zip(nhwc.net.params[name], blobs):
             mine.data[...] = theirs.data
