@@ -123,45 +123,70 @@ def use_channels_last(net) -> int:
     return sum(bool(module.to_channels_last()) for _, module in net.graph.pairs())
 
 
-# Below this many output channels a convolution stays NCHW under the CPU rule: NHWC batch
-# norm, ReLU and their backward are slower on so few channels than oneDNN's NHWC convolution
-# gains (torch 2.13, e.g. 96x12x24x24: batch norm forward+backward 5.4 vs 2.7 ms).
+# Where the CPU rule keeps a convolution NCHW (torch 2.13's oneDNN, measured in training):
+# on few output channels NHWC batch norm, ReLU and their backward lose more than the NHWC
+# convolution gains (96x12x24x24: batch norm forward+backward 5.4 vs 2.7 ms), and on maps of
+# 4x4 or less NHWC convolutions are slower (32x512x4x4, 3x3: 22 vs 14 ms forward, 45 vs
+# 35 ms backward) and reorder their weights at every call.
 CPU_CHANNELS_LAST_MIN_OUTPUTS = 16
+CPU_CHANNELS_LAST_MIN_MAP = 17  # output height * width
 
 
-class _ToChannelsLast(torch.autograd.Function):
-    """x as channels_last; its gradient goes back NCHW, the layout of the layers before it."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last)
+class _Relayout(torch.autograd.Function):
+    """x in ``layout``; its gradient goes back in x's own layout (the layers before it would
+    otherwise mix layouts in their backward, a slow path)."""
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return grad.contiguous()
+    def forward(ctx, x: torch.Tensor, layout: torch.memory_format, back: torch.memory_format) -> torch.Tensor:
+        ctx.back = back
+        return x.contiguous(memory_format=layout)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad.contiguous(memory_format=ctx.back), None, None
 
 
-class ChannelsLastEntry(Delegating):
-    """A channels_last convolution whose NCHW bottoms enter NHWC through :class:`_ToChannelsLast`,
-    so that the layers before it get NCHW gradients (else they would mix layouts in their
-    backward, a slow path). Bottoms without gradient go in as they are (oneDNN reorders them)."""
+def _nhwc(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+class LayoutEntry(Delegating):
+    """A convolution run in one layout (``channels_last`` or NCHW, as its weights are stored)
+    whatever its 4-axis bottoms' layout: a bottom in the other layout enters through
+    :class:`_Relayout`. An NCHW bottom without gradient enters a channels_last convolution as it
+    is (oneDNN's own reorder is as fast)."""
+
+    def __init__(self, original, channels_last: bool):
+        super().__init__(original)
+        self.channels_last = channels_last
 
     def forward(self, *bottoms: torch.Tensor) -> list[torch.Tensor]:
-        return self.original(*(_ToChannelsLast.apply(x) if x.requires_grad and x.dim() == 4
-                               and not x.is_contiguous(memory_format=torch.channels_last) else x
-                               for x in bottoms))
+        return self.original(*(self._enter(x) for x in bottoms))
+
+    def _enter(self, x: torch.Tensor) -> torch.Tensor:
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        if x.dim() != 4 or x.is_contiguous(memory_format=layout):
+            return x
+        if not x.requires_grad:
+            return x if self.channels_last else x.contiguous()
+        return _Relayout.apply(x, layout, torch.channels_last if _nhwc(x) else torch.contiguous_format)
 
 
-def use_channels_last_cpu(net, min_outputs: int = CPU_CHANNELS_LAST_MIN_OUTPUTS) -> int:
-    """The CPU training layout: convolutions of at least ``min_outputs`` outputs store their
-    weights channels_last (their tops and everything after them follow) and take NCHW bottoms
-    through :class:`ChannelsLastEntry`; returns how many convolutions changed."""
+def use_channels_last_cpu(net, min_outputs: int = CPU_CHANNELS_LAST_MIN_OUTPUTS,
+                          min_map: int = CPU_CHANNELS_LAST_MIN_MAP) -> int:
+    """The CPU training layout: convolutions of at least ``min_outputs`` outputs on output
+    maps of at least ``min_map`` values store their weights channels_last (their tops and the
+    layers after them follow), the others stay NCHW; each runs behind a :class:`LayoutEntry`
+    that brings its bottom to its own layout. Returns how many went channels_last."""
     changed = 0
     for index, (lay, module) in enumerate(list(net.graph.pairs())):
-        if (lay.type == "Convolution" and not isinstance(module, Delegating)
-                and getattr(module, "num_output", 0) >= min_outputs and module.to_channels_last()):
-            net.graph.replace_module(index, ChannelsLastEntry(module))
-            changed += 1
+        if lay.type != "Convolution" or isinstance(module, Delegating) or not len(module.blobs):
+            continue
+        out = module.top_shapes(module.bottom_shapes)[0]
+        nhwc = (len(out) == 4 and module.num_output >= min_outputs and out[2] * out[3] >= min_map
+                and module.to_channels_last())
+        net.graph.replace_module(index, LayoutEntry(module, bool(nhwc)))
+        changed += bool(nhwc)
     return changed
 
 

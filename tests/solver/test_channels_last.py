@@ -36,7 +36,10 @@ layer { name: "relu2" type: "ReLU" bottom: "sum" top: "sum" }
 layer { name: "pool2" type: "Pooling" bottom: "sum" top: "pool2"
   pooling_param { pool: AVE kernel_size: 3 stride: 2 } }
 %s
-layer { name: "ip1" type: "InnerProduct" bottom: "pool2" top: "ip1"
+layer { name: "conv4" type: "Convolution" bottom: "pool2" top: "conv4"
+  convolution_param { num_output: 16 kernel_size: 1 weight_filler { type: "xavier" } } }
+layer { name: "relu4" type: "ReLU" bottom: "conv4" top: "conv4" }
+layer { name: "ip1" type: "InnerProduct" bottom: "conv4" top: "ip1"
   inner_product_param { num_output: 5 weight_filler { type: "xavier" } bias_filler { type: "gaussian" } } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip1" bottom: "label" top: "loss" }
 """
@@ -70,11 +73,14 @@ def test_cpu_rule_picks_channels_last_for_plain_conv_nets(tmp_path):
     solver = _solver(tmp_path)
     graph = solver.net.graph
     assert accel.channels_last_auto(solver.net, "cpu", None)
-    # conv1 has too few outputs (8) and stays NCHW; conv2 and conv3 go NHWC
-    conv1, conv2, conv3 = (graph.module(graph.layer_index(name)) for name in ("conv1", "conv2", "conv3"))
-    assert not _is_nhwc(conv1.blobs[0]) and not isinstance(conv1, accel.ChannelsLastEntry)
+    # conv1 has too few outputs (8) and conv4 too small a map (3x3): they stay NCHW, conv4
+    # reading the NHWC pool2; conv2 and conv3 go NHWC
+    conv1, conv2, conv3, conv4 = (graph.module(graph.layer_index(name))
+                                  for name in ("conv1", "conv2", "conv3", "conv4"))
+    assert not _is_nhwc(conv1.blobs[0]) and not conv1.channels_last
+    assert not _is_nhwc(conv4.blobs[0]) and not conv4.channels_last
     assert _is_nhwc(conv2.blobs[0]) and _is_nhwc(conv3.blobs[0])
-    assert isinstance(conv2, accel.ChannelsLastEntry)
+    assert conv2.channels_last and conv3.channels_last
     assert not solver._channels_last_inputs  # (only with channels_last=True)
 
 
