@@ -55,7 +55,8 @@ class Solver:
     (stop on a non-finite loss naming the layer), ``amp`` ("bf16"/"fp16"), ``compile``
     (torch.compile), ``fuse`` (in-place BatchNorm+Scale pairs run as one kernel; on by
     default, values within float tolerance, gradients exact), ``channels_last`` (convolution
-    weights and activations in NHWC; None: only on CUDA with AMP, where it reliably pays),
+    weights and activations in NHWC; None: on CUDA with AMP, and on the CPU for nets of plain
+    2-D convolutions, per convolution where it pays, see ``accel.channels_last_auto``),
     ``tensorboard`` (a folder: the root process writes the log lines' lr, train and test
     values there as TensorBoard scalars, see :mod:`.tensorboard`; another
     :class:`.tensorboard.ScalarSink` can be set as ``solver.scalars`` instead).

@@ -1,11 +1,13 @@
-"""The solver's CPU channels_last choice (issue 17): when it is made, and that it changes nothing
-but speed.
+"""The CPU training step's speed choices (issue 17) change nothing but speed.
 
-A net of several plain 2-D convolutions whose layers all keep NHWC tensors runs its CPU
-training step channels_last unless told otherwise; the weights, diffs, history and every blob
-after a few iterations equal those of the same solver run NCHW (``channels_last=False``)
-within float tolerance (the kernels sum in other orders). Caffe's own trajectories with
-channels_last are in test_trajectories.py.
+* channels_last: a net of several plain 2-D convolutions whose layers all keep NHWC tensors
+  runs its CPU training step channels_last where it pays (per convolution) unless told
+  otherwise; the weights, diffs, history and every blob after a few iterations equal those of
+  the same solver run NCHW (``channels_last=False``) within float tolerance (the kernels sum
+  in other orders). Caffe's own trajectories with channels_last are in test_trajectories.py.
+* SGD leaves out blobs of local rate 0 and zero history (BatchNorm's statistics): the result
+  is bit-identical to updating them, and a restored nonzero history is still applied, as in
+  Caffe (``v = momentum*v + 0*g``; ``w -= v``).
 """
 from __future__ import annotations
 
@@ -132,3 +134,54 @@ def test_channels_last_step_equals_nchw_step(tmp_path, option):
         np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-6)
     for name, blob in nchw.net.blobs.items():
         np.testing.assert_allclose(nhwc.net.blobs[name].data, blob.data, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def _without_skipping(solver) -> None:
+    import dataclasses
+
+    solver.rule = dataclasses.replace(solver.rule, zero_rate_is_no_op=False)
+    solver._select_updated()
+
+
+def _fed(solver, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    solver.net.blobs["data"].data[...] = rng.standard_normal((6, 3, 12, 12)).astype(np.float32)
+    solver.net.blobs["label"].data[...] = rng.integers(0, 5, 6).astype(np.float32)
+    return solver
+
+
+def test_zero_rate_blobs_left_out_bit_identically(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    skipping = _fed(_solver(tmp_path / "a", channels_last=False))
+    full = _fed(_solver(tmp_path / "b", channels_last=False))
+    _without_skipping(full)
+    n = len(skipping._params)
+    assert len(full._updated) == n and len(skipping._updated) == n - 3  # conv1/bn's mean, var, factor
+    for name, blobs in full.net.params.items():
+        for mine, theirs in zip(skipping.net.params[name], blobs):
+            mine.data[...] = theirs.data
+    skipping.step(3)
+    full.step(3)
+    for name, blobs in full.net.params.items():
+        for i, (mine, theirs) in enumerate(zip(skipping.net.params[name], blobs)):
+            np.testing.assert_array_equal(mine.data, theirs.data, err_msg=f"{name}[{i}]")
+            np.testing.assert_array_equal(mine.diff, theirs.diff, err_msg=f"{name}[{i}] diff")
+    for mine, theirs in zip(skipping.history, full.history):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+
+
+def test_restored_history_of_a_zero_rate_blob_still_moves_it(tmp_path):
+    solver = _fed(_solver(tmp_path, channels_last=False))
+    names = [(info.layer, info.index) for info in solver._params]
+    k = names.index(("conv1/bn", 0))  # BatchNorm's mean sum: lr_mult 0
+    with torch.no_grad():
+        solver.history[k].fill_(0.5)
+    solver.param.snapshot_prefix = str(tmp_path / "snap")
+    _, state = solver.snapshot()
+    resumed = _fed(_solver(tmp_path, channels_last=False))
+    resumed.restore(state)
+    before = resumed.net.params["conv1/bn"][0].data.copy()
+    resumed.apply_update()  # the statistics stay as they are: only the update moves them
+    moved = np.float32(0.9) * np.float32(0.5)  # v = momentum*v + local_rate 0 * g; w -= v
+    np.testing.assert_array_equal(resumed.net.params["conv1/bn"][0].data, before - moved)
