@@ -24,7 +24,9 @@ def _constant_filler(value: float) -> caffe_pb2.FillerParameter:
 
 # -- InnerProduct -----------------------------------------------------------------------------
 def _is_channels_last(x: torch.Tensor) -> bool:
-    """A 4-axis tensor stored NHWC (and not also NCHW-contiguous, as 1x1 maps or one channel are)."""
+    """A 4-axis tensor stored NHWC (and not also NCHW-contiguous, as 1x1 maps or one channel are).
+    Only a training step's gradient needs :class:`_FlattenChannelsLast` (tracing and exports
+    get the plain reshape)."""
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -83,7 +85,8 @@ class InnerProduct(Layer):
         ip = self.param.inner_product_param
         axis = self._axis(tuple(x.shape))
         k = self.k
-        flat = (_FlattenChannelsLast.apply(x) if axis == 1 and _is_channels_last(x)
+        flat = (_FlattenChannelsLast.apply(x) if axis == 1 and x.requires_grad and _is_channels_last(x)
+                and torch.is_grad_enabled() and not torch.jit.is_tracing()
                 else x.reshape(math.prod(x.shape[:axis]), k))
         weight = self.blobs[0]
         bias = self.blobs[1] if ip.bias_term else None

@@ -185,3 +185,21 @@ def test_restored_history_of_a_zero_rate_blob_still_moves_it(tmp_path):
     resumed.apply_update()  # the statistics stay as they are: only the update moves them
     moved = np.float32(0.9) * np.float32(0.5)  # v = momentum*v + local_rate 0 * g; w -= v
     np.testing.assert_array_equal(resumed.net.params["conv1/bn"][0].data, before - moved)
+
+
+def test_channels_last_snapshot_and_resume_keep_caffe_order(tmp_path):
+    solver = _fed(_solver(tmp_path))  # the CPU rule: conv2 and conv3 NHWC
+    solver.step(2)
+    solver.param.snapshot_prefix = str(tmp_path / "snap")
+    model, state = solver.snapshot()
+    net = caffelike.Net(str(tmp_path / "net.prototxt"), model, caffelike.TEST)
+    for name, blobs in solver.net.params.items():
+        for i, blob in enumerate(blobs):
+            np.testing.assert_array_equal(net.params[name][i].data, blob.data, err_msg=f"{name}[{i}]")
+    resumed = _solver(tmp_path)
+    resumed.restore(state)
+    for mine, theirs in zip(resumed.history, solver.history):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    for name, blobs in solver.net.params.items():
+        for i, blob in enumerate(blobs):
+            np.testing.assert_array_equal(resumed.net.params[name][i].data, blob.data, err_msg=f"{name}[{i}]")
