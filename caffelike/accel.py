@@ -8,7 +8,8 @@
   divides them back before the update and skips a step whose gradients overflowed).
 * :func:`use_channels_last` asks each layer to store its weights channels_last where it
   prefers that (4-axis convolutions), which helps on CUDA under AMP (tensor cores) and lets
-  oneDNN skip reorders on the CPU; :func:`channels_last_auto` says when the solver does it.
+  oneDNN skip reorders on the CPU; :func:`use_channels_last_cpu` is the CPU training
+  layout, chosen per convolution; :func:`channels_last_auto` says when the solver does either.
 * :func:`configure_backends` sets cuDNN autotuning (and keeps TF32 off unless asked, since
   goldens are float32).
 * :func:`inference` is the no-autograd context of deploy forwards; :class:`NetOutputs` and
@@ -24,6 +25,7 @@ import torch
 
 from .errors import CaffelikeError
 from .glog import get_logger
+from .layers.base import Delegating
 
 log = get_logger("accel")
 
@@ -78,11 +80,39 @@ def uncompile_net(net) -> None:
 
 
 # -- channels_last ------------------------------------------------------------------------------
+# Layer types that compute the same values on channels_last (NHWC-strided) activations and
+# keep that layout in their outputs and gradients (no ``.view`` of their bottoms; InnerProduct
+# flattens in Caffe's C, H, W order). The CPU rule below turns channels_last on only for nets
+# made of these alone.
+CHANNELS_LAST_CPU_TYPES = frozenset({
+    "Input", "Data", "ImageData", "MemoryData", "HDF5Data", "DummyData",
+    "Convolution", "BatchNorm", "Scale", "Bias", "ReLU", "Sigmoid", "TanH", "AbsVal", "Power",
+    "Dropout", "Pooling", "Eltwise", "Concat", "Split", "Silence", "InnerProduct",
+    "Softmax", "SoftmaxWithLoss", "Accuracy",
+})
+
+
 def channels_last_auto(net, device: torch.device | str, amp: str | None) -> bool:
-    """channels_last pays on CUDA with AMP for nets made mostly of 2-D convolutions."""
-    if torch.device(device).type != "cuda" or amp_dtype(amp) is None:
+    """Whether the solver runs ``net`` channels_last when not told.
+
+    On CUDA with AMP for nets of mostly 2-D convolutions (tensor cores). On the CPU in fp32
+    for nets with at least two plain 2-D convolutions (groups of one) whose layers are all
+    :data:`CHANNELS_LAST_CPU_TYPES`; the solver then picks the layout per convolution
+    (:func:`use_channels_last_cpu`). oneDNN's NHWC convolutions, forward and backward, and
+    torch's NHWC pooling beat the NCHW ones at the bench nets' sizes (one thread, CPU time of
+    a training step, torch 2.13: cifar10_quick 95 -> 58 ms, LeNet 25 -> 19 ms).
+    """
+    pairs = list(net.graph.pairs())
+    if torch.device(device).type == "cuda":
+        return amp_dtype(amp) is not None and sum(module.prefers_channels_last for _, module in pairs) >= 2
+    if torch.device(device).type != "cpu" or amp_dtype(amp) is not None:
         return False
-    return sum(module.prefers_channels_last for _, module in net.graph.pairs()) >= 2
+    if any(lay.type not in CHANNELS_LAST_CPU_TYPES for lay, _ in pairs):
+        return False
+    convs = [module for lay, module in pairs if lay.type == "Convolution"]
+    if any(getattr(module, "group", 1) != 1 for module in convs):
+        return False
+    return sum(len(module.blobs) > 0 and module.blobs[0].dim() == 4 for module in convs) >= 2
 
 
 def use_channels_last(net) -> int:
@@ -93,6 +123,73 @@ def use_channels_last(net) -> int:
     views still read and write the right elements (numpy follows the strides).
     """
     return sum(bool(module.to_channels_last()) for _, module in net.graph.pairs())
+
+
+# Where the CPU rule keeps a convolution NCHW (torch 2.13's oneDNN, measured in training):
+# on few output channels NHWC batch norm, ReLU and their backward lose more than the NHWC
+# convolution gains (96x12x24x24: batch norm forward+backward 5.4 vs 2.7 ms), and on maps of
+# 4x4 or less NHWC convolutions are slower (32x512x4x4, 3x3: 22 vs 14 ms forward, 45 vs
+# 35 ms backward) and reorder their weights at every call.
+CPU_CHANNELS_LAST_MIN_OUTPUTS = 16
+CPU_CHANNELS_LAST_MIN_MAP = 17  # output height * width
+
+
+class _Relayout(torch.autograd.Function):
+    """x in ``layout``; its gradient goes back in x's own layout (the layers before it would
+    otherwise mix layouts in their backward, a slow path)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layout: torch.memory_format, back: torch.memory_format) -> torch.Tensor:
+        ctx.back = back
+        return x.contiguous(memory_format=layout)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad.contiguous(memory_format=ctx.back), None, None
+
+
+def _nhwc(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+class LayoutEntry(Delegating):
+    """A convolution run in one layout (``channels_last`` or NCHW, as its weights are stored)
+    whatever its 4-axis bottoms' layout: a bottom in the other layout enters through
+    :class:`_Relayout`. An NCHW bottom without gradient enters a channels_last convolution as it
+    is (oneDNN's own reorder is as fast)."""
+
+    def __init__(self, original, channels_last: bool):
+        super().__init__(original)
+        self.channels_last = channels_last
+
+    def forward(self, *bottoms: torch.Tensor) -> list[torch.Tensor]:
+        return self.original(*(self._enter(x) for x in bottoms))
+
+    def _enter(self, x: torch.Tensor) -> torch.Tensor:
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        if x.dim() != 4 or x.is_contiguous(memory_format=layout):
+            return x
+        if not x.requires_grad:
+            return x if self.channels_last else x.contiguous()
+        return _Relayout.apply(x, layout, torch.channels_last if _nhwc(x) else torch.contiguous_format)
+
+
+def use_channels_last_cpu(net, min_outputs: int = CPU_CHANNELS_LAST_MIN_OUTPUTS,
+                          min_map: int = CPU_CHANNELS_LAST_MIN_MAP) -> int:
+    """The CPU training layout: convolutions of at least ``min_outputs`` outputs on output
+    maps of at least ``min_map`` values store their weights channels_last (their tops and the
+    layers after them follow), the others stay NCHW; each runs behind a :class:`LayoutEntry`
+    that brings its bottom to its own layout. Returns how many went channels_last."""
+    changed = 0
+    for index, (lay, module) in enumerate(list(net.graph.pairs())):
+        if lay.type != "Convolution" or isinstance(module, Delegating) or not len(module.blobs):
+            continue
+        out = module.top_shapes(module.bottom_shapes)[0]
+        nhwc = (len(out) == 4 and module.num_output >= min_outputs and out[2] * out[3] >= min_map
+                and module.to_channels_last())
+        net.graph.replace_module(index, LayoutEntry(module, bool(nhwc)))
+        changed += bool(nhwc)
+    return changed
 
 
 def channels_last_inputs(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

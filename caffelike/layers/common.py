@@ -23,6 +23,28 @@ def _constant_filler(value: float) -> caffe_pb2.FillerParameter:
 
 
 # -- InnerProduct -----------------------------------------------------------------------------
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """A 4-axis tensor stored NHWC (and not also NCHW-contiguous, as 1x1 maps or one channel are).
+    Only a training step's gradient needs :class:`_FlattenChannelsLast` (tracing and exports
+    get the plain reshape)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+class _FlattenChannelsLast(torch.autograd.Function):
+    """(N, C, H, W) stored channels_last -> (N, C*H*W) in Caffe's C, H, W order, whose gradient
+    comes back channels_last (a plain reshape's would be NCHW, and every layer below would then
+    mix layouts in its backward, which is slow)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.reshape(ctx.shape).contiguous(memory_format=torch.channels_last)
+
+
 @register_layer("InnerProduct")
 class InnerProduct(Layer):
     """Fully connected: axes from ``axis`` on are flattened to K and mapped to ``num_output`` N.
@@ -63,7 +85,9 @@ class InnerProduct(Layer):
         ip = self.param.inner_product_param
         axis = self._axis(tuple(x.shape))
         k = self.k
-        flat = x.reshape(math.prod(x.shape[:axis]), k)
+        flat = (_FlattenChannelsLast.apply(x) if axis == 1 and x.requires_grad and _is_channels_last(x)
+                and torch.is_grad_enabled() and not torch.jit.is_tracing()
+                else x.reshape(math.prod(x.shape[:axis]), k))
         weight = self.blobs[0]
         bias = self.blobs[1] if ip.bias_term else None
         out = F.linear(flat, weight.t() if ip.transpose else weight, bias)

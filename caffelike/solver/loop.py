@@ -55,7 +55,8 @@ class Solver:
     (stop on a non-finite loss naming the layer), ``amp`` ("bf16"/"fp16"), ``compile``
     (torch.compile), ``fuse`` (in-place BatchNorm+Scale pairs run as one kernel; on by
     default, values within float tolerance, gradients exact), ``channels_last`` (convolution
-    weights and activations in NHWC; None: only on CUDA with AMP, where it reliably pays),
+    weights and activations in NHWC; None: on CUDA with AMP, and on the CPU for nets of plain
+    2-D convolutions, per convolution where it pays, see ``accel.channels_last_auto``),
     ``tensorboard`` (a folder: the root process writes the log lines' lr, train and test
     values there as TensorBoard scalars, see :mod:`.tensorboard`; another
     :class:`.tensorboard.ScalarSink` can be set as ``solver.scalars`` instead).
@@ -146,9 +147,12 @@ class Solver:
         self._decay_mults = tuple(i.decay_mult for i in self._params)
         # the Input layers' blobs, fed to each training pass as they are (Net.run would copy them)
         self._input_blobs = [(name, self.net.blobs[name]) for name in self.net.inputs]
-        self.history = [torch.zeros_like(p.tensor, memory_format=torch.contiguous_format).detach()
+        # in each blob's own layout (channels_last weights: NHWC), so the update's foreach ops
+        # see one layout (mixed layouts take a slow path)
+        self.history = [torch.zeros_like(p.tensor).detach()
                         for _ in range(self.rule.history_sets) for p in self._params]
         self._zero_diffs: dict[int, torch.Tensor] = {}
+        self._select_updated()
 
     # ------------------------------------------------------------------ set-up helpers
     def _check_snapshot_prefix(self) -> None:
@@ -249,12 +253,18 @@ class Solver:
         self._scaler = accel.make_loss_scaler(self.device, self.amp)
         if self.device.type == "cuda":
             accel.configure_backends()
+        self._channels_last_inputs = False
         for net in [self.net] + self.test_nets:
             if fuse:  # Caffe's in-place BatchNorm+Scale as one kernel: same values, never visible
                 fuse_batchnorm_scale(net.graph)
-            if (accel.channels_last_auto(net, self.device, self.amp) if channels_last is None
-                    else channels_last):
+            if channels_last:  # asked for: every convolution, and the Input blobs (one copy)
                 accel.use_channels_last(net)
+                self._channels_last_inputs = self._channels_last_inputs or net is self.net
+            elif channels_last is None and accel.channels_last_auto(net, self.device, self.amp):
+                if self.device.type == "cpu":
+                    accel.use_channels_last_cpu(net)
+                else:
+                    accel.use_channels_last(net)
             if compile:
                 accel.compile_net(net, install=True)
 
@@ -264,6 +274,8 @@ class Solver:
         self.net.hold_last_pass(None)  # the previous pass's activations go before this forward
         if inputs is None and self._input_blobs:
             inputs = {name: blob.data_tensor().to(self.device) for name, blob in self._input_blobs}
+        if inputs is not None and self._channels_last_inputs:
+            inputs = accel.channels_last_inputs(inputs)
         with accel.autocast(self.device, amp):
             blobs = self.net.run(inputs)
             objective = self.net.objective(blobs)
@@ -387,18 +399,40 @@ class Solver:
         if p.display and self.iter % p.display == 0 and self.root:
             log.info(messages.iteration_lr(self.iter, rate))
             self.scalars.lr(self.iter, rate)
-        diffs = self._diffs()
-        clipped = apply_update([i.tensor for i in self._params], diffs, self.history, self._lr_mults,
-                               self._decay_mults, rate, p, self.rule, self.hyper, self.iter)
+        if self._debug is not None:  # its lines name every blob
+            diffs = self._diffs()
+            clipped = apply_update([i.tensor for i in self._params], diffs, self.history, self._lr_mults,
+                                   self._decay_mults, rate, p, self.rule, self.hyper, self.iter)
+        else:
+            diffs = self._diffs(self._updated)
+            clipped = apply_update(self._updated_params, diffs, self._updated_history, self._updated_lr_mults,
+                                   self._updated_decay_mults, rate, p, self.rule, self.hyper, self.iter)
         if self._debug is not None:
             self._debug.update_lines(self._params, diffs)
         if clipped is not None and self.root:
             log.info(messages.gradient_clipping(clipped[0], float(F32(p.clip_gradients)), clipped[1]))
 
-    def _diffs(self) -> list[torch.Tensor]:
-        """The accumulated gradient of each learnable blob; zeros where Caffe computes none."""
+    def _select_updated(self) -> None:
+        """Which learnable blobs :meth:`apply_update` works on: all but those whose update is a
+        known no-op (local rate 0 and a zero history under SGD or Nesterov, e.g. BatchNorm's
+        statistics: Caffe computes their zero update; the diff it leaves there is the zero
+        history, as here). Called again after :meth:`restore` (which may bring history)."""
+        n = len(self._params)
+        keep = [k for k, info in enumerate(self._params)
+                if not (self.rule.zero_rate_is_no_op and info.lr_mult == 0
+                        and not any(bool(self.history[s * n + k].any()) for s in range(self.rule.history_sets)))]
+        self._updated = keep
+        self._updated_params = [self._params[k].tensor for k in keep]
+        self._updated_history = [self.history[s * n + k] for s in range(self.rule.history_sets) for k in keep]
+        self._updated_lr_mults = tuple(self._lr_mults[k] for k in keep)
+        self._updated_decay_mults = tuple(self._decay_mults[k] for k in keep)
+
+    def _diffs(self, indices: list[int] | None = None) -> list[torch.Tensor]:
+        """The accumulated gradient of each learnable blob (of those at ``indices``); zeros
+        where Caffe computes none."""
         diffs = []
-        for k, info in enumerate(self._params):
+        for k in range(len(self._params)) if indices is None else indices:
+            info = self._params[k]
             grad = info.tensor.grad
             if grad is None or info.lr_mult == 0:
                 zero = self._zero_diffs.get(k)
@@ -540,6 +574,7 @@ class Solver:
         with torch.no_grad():
             for tensor, array in zip(self.history, state.history):
                 tensor.copy_(torch.from_numpy(np.ascontiguousarray(array)).reshape(tensor.shape))
+        self._select_updated()
 
     @staticmethod
     def _find_learned_net(learned: str, state_file: str) -> str:

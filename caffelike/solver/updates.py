@@ -222,6 +222,9 @@ class Rule:
     history_sets: int = 1
     no_momentum: bool = False
     check: Callable[[Any], None] | None = None
+    # a blob of local rate 0 whose history is zero gets a zero update and keeps a zero history
+    # (Caffe's axpby/axpy with a zero factor leave the history as it is), so it can be left out
+    zero_rate_is_no_op: bool = False
 
 
 def _check_rms_decay(param) -> None:
@@ -233,8 +236,8 @@ def _check_rms_decay(param) -> None:
 # SolverParameter ``type`` string, pycaffe's ``caffe.<type>Solver`` class and the solverstate's
 # history length all follow from this table.
 UPDATE_RULES: dict[str, Rule] = {
-    "SGD": Rule(sgd),
-    "Nesterov": Rule(nesterov),
+    "SGD": Rule(sgd, zero_rate_is_no_op=True),
+    "Nesterov": Rule(nesterov, zero_rate_is_no_op=True),
     "AdaGrad": Rule(adagrad, no_momentum=True),
     "RMSProp": Rule(rmsprop, no_momentum=True, check=_check_rms_decay),
     "AdaDelta": Rule(adadelta, history_sets=2),

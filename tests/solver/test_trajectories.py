@@ -44,11 +44,22 @@ def _without_bias(means: np.ndarray, biases: np.ndarray, fraction: float) -> np.
 
 @pytest.mark.parametrize("case", CASES)
 def test_params_after_every_iteration(case, tmp_path, monkeypatch):
+    _check_trajectory(case, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_params_after_every_iteration_channels_last(case, tmp_path, monkeypatch):
+    """The channels_last CPU step (NHWC weights, inputs and activations; the solver's choice
+    for nets of several convolutions) stays on Caffe's trajectory at the same tolerance."""
+    _check_trajectory(case, tmp_path, monkeypatch, channels_last=True)
+
+
+def _check_trajectory(case, tmp_path, monkeypatch, **solver_options) -> None:
     import caffelike
 
     work = copy_case(case, tmp_path)
     monkeypatch.chdir(work)
-    solver = caffelike.get_solver("solver.prototxt")
+    solver = caffelike.get_solver("solver.prototxt", **solver_options)
     solver.net.copy_from("init.caffemodel")
     want = np.load(SOLVERS / case / "param_trajectory.npz")
     rtol = RUN_RTOL.get(case, 1e-3)
