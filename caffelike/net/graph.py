@@ -13,6 +13,7 @@ from typing import Callable, Iterator, Mapping
 
 import torch
 from torch import nn
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from ..layers.base import Layer
 from .build import ParamTable, replace_parameter
@@ -143,3 +144,28 @@ class NetGraph(nn.Module):
             for name, t in zip(lay.tops, tops):
                 values[name] = t
         return values
+
+    def run_whole(self, steps: list[Step], values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """:meth:`run_range` over every layer for a pass that records nothing (under no_grad,
+        e.g. pycaffe's whole forward): the same results, without its per-layer bookkeeping
+        (no detaching; a module's ``forward`` is called directly unless it has hooks)."""
+        if _global_forward_hooks or _global_forward_pre_hooks:
+            return self.run_range(0, len(self) - 1, values, steps)
+        stored = self._stored
+        for lay, module, _, source in steps:
+            if source and (lay.info.is_input or (lay.tops and all(t in values for t in lay.tops))):
+                for name in lay.tops:
+                    if name not in values:
+                        values[name] = stored(name)
+                continue
+            call = module if (module._forward_hooks or module._forward_pre_hooks) else module.forward
+            bottoms = []
+            for name in lay.bottoms:
+                t = values.get(name)
+                if t is None:
+                    t = values[name] = stored(name)
+                bottoms.append(t)
+            for name, t in zip(lay.tops, call(*bottoms)):
+                values[name] = t
+        return values
+

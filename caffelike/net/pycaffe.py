@@ -324,7 +324,7 @@ class Net(nn.Module):
                 if self._compiled is not None and self._device_probe.device.type == "cpu":
                     if self._compiled_pass():
                         return
-                values = self.graph.run_range(start, end, {}, steps=self._whole_pass_steps())
+                values = self.graph.run_whole(self._whole_pass_steps(), {})
         else:
             with torch.no_grad():
                 values = self._run_with_callbacks(start, end)
@@ -337,7 +337,7 @@ class Net(nn.Module):
 
         def layer_by_layer() -> dict[str, torch.Tensor]:
             with torch.no_grad():
-                return self.graph.run_range(0, len(self.graph) - 1, dict(inputs), steps=self._whole_pass_steps())
+                return self.graph.run_whole(self._whole_pass_steps(), dict(inputs))
 
         outputs = self._compiled.outputs(inputs, layer_by_layer)
         if outputs is None:
