@@ -165,6 +165,9 @@ class LayoutEntry(Delegating):
     def forward(self, *bottoms: torch.Tensor) -> list[torch.Tensor]:
         return self.original(*(self._enter(x) for x in bottoms))
 
+    def writable_top(self) -> bool:
+        return self.original.writable_top()
+
     def _enter(self, x: torch.Tensor) -> torch.Tensor:
         layout = torch.channels_last if self.channels_last else torch.contiguous_format
         if x.dim() != 4 or x.is_contiguous(memory_format=layout):

@@ -204,6 +204,11 @@ class Layer(nn.Module):
         """The negative slope when this layer is a (leaky) ReLU that may run fused into the layer before it."""
         return None
 
+    def writable_top(self) -> bool:
+        """Whether this layer's one top is a new tensor that its backward does not read, so
+        that a layer rewriting it in place may overwrite it (see fold.in_place_activations)."""
+        return False
+
     def fuse_in_place(self, follower: "Layer") -> nn.Module | None:
         """A module computing this layer and then ``follower`` (which rewrites this layer's only
         top in place), with the same values and gradients; None when they cannot fuse."""
@@ -240,6 +245,15 @@ class Delegating(nn.Module):
 
     def reshape(self, bottom_shapes: Sequence[Shape]) -> None:
         self.original.reshape(bottom_shapes)
+
+    def writable_top(self) -> bool:  # a stand-in's top is its own business (a PassThrough's is its bottom)
+        return False
+
+    def alone(self) -> nn.Module:
+        """The module that runs this layer by itself (pycaffe's layer-by-layer forward and
+        backward, partial forwards, forward callbacks): itself, or the original layer where
+        the stand-in computes more than this layer (a training fusion) or none of it."""
+        return self
 
 
 @contextlib.contextmanager

@@ -53,6 +53,9 @@ class InnerProduct(Layer):
     Top shape: ``bottom.shape[:axis] + (N,)``. Pinned by golden ``InnerProduct__*``.
     """
 
+    def writable_top(self) -> bool:
+        return True
+
     def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: Sequence[Shape],
                  phase: int = TEST, where: Where | None = None):
         super().__init__(param, bottom_shapes, phase, where)
@@ -167,6 +170,9 @@ class Scale(Layer):
 
     keeps_layout = True
 
+    def writable_top(self) -> bool:
+        return True
+
     def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: Sequence[Shape],
                  phase: int = TEST, where: Where | None = None):
         super().__init__(param, bottom_shapes, phase, where)
@@ -275,6 +281,9 @@ class Eltwise(Layer):
     """
 
     keeps_layout = True
+
+    def writable_top(self) -> bool:
+        return self.param.eltwise_param.operation == caffe_pb2.EltwiseParameter.SUM
 
     def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: Sequence[Shape],
                  phase: int = TEST, where: Where | None = None):

@@ -32,6 +32,9 @@ class BatchNorm(Layer):
 
     keeps_layout = True
 
+    def writable_top(self) -> bool:
+        return True
+
     def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: Sequence[Shape],
                  phase: int = TRAIN, where=None):
         super().__init__(param, bottom_shapes, phase, where)
@@ -137,6 +140,12 @@ class FusedBatchNormScale(Delegating):
         # which of the Scale's blobs are gamma and beta, so that each call reads them from the
         # ParameterList's dict (its __getitem__ costs microseconds); None: ask the Scale each call
         object.__setattr__(self, "_keys", _blob_keys(scale, scale.learned_channel_affine(batch_norm.channels)))
+
+    def writable_top(self) -> bool:
+        return True
+
+    def alone(self) -> nn.Module:  # the BatchNorm by itself: its Scale runs as its own layer
+        return self.original
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         bn, scale = self.original, self._scale

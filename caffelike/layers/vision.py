@@ -237,6 +237,9 @@ class Convolution(_ConvBase):
                      groups=self.group)
         return y.reshape(outer + tuple(y.shape[1:]))
 
+    def writable_top(self) -> bool:
+        return len(self.param.top) == 1
+
     def to_channels_last(self) -> bool:
         if not len(self.blobs) or self.blobs[0].dim() != 4:
             return False

@@ -66,7 +66,7 @@ def record_forward(graph: NetGraph, start: int, end: int, stored: BlobTensor,
 
 def _record_layer(graph: NetGraph, i: int, stored: BlobTensor, records: dict[int, LayerRecord],
                   values: dict[str, torch.Tensor]) -> None:
-    lay, module = graph.plan.layers[i], graph.module(i)
+    lay, module = graph.plan.layers[i], graph.solo(i)
     if lay.info.is_input:
         for name in lay.tops:
             values[name] = stored(name)
@@ -108,7 +108,7 @@ def backward_range(graph: NetGraph, start: int, end: int, records: Mapping[int, 
 
 def _layer_backward(graph: NetGraph, i: int, records: Mapping[int, LayerRecord], data: BlobTensor,
                     diff: BlobTensor, store_diff: Callable[[str, torch.Tensor], None]) -> None:
-    lay, module = graph.plan.layers[i], graph.module(i)
+    lay, module = graph.plan.layers[i], graph.solo(i)
     if not lay.need_backward or not lay.bottoms and not _params(module):
         return
     rec = records.get(i)

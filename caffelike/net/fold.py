@@ -29,7 +29,7 @@ Which layers qualify is each layer's own answer (``fold_head``, ``affine``,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -60,10 +60,21 @@ class Chain:
 
 
 class PassThrough(Delegating):
-    """An absorbed layer: its top is its bottom (the head already computed the chain)."""
+    """An absorbed layer: its top is its bottom (the head already computed the chain).
+
+    ``alone_as_written``: run by itself, the layer computes its own top (an in-place follower
+    of a training fusion, whose head then runs alone too); otherwise it stays a pass-through
+    (deploy folding, where the head always computes the whole chain)."""
+
+    def __init__(self, original: nn.Module, alone_as_written: bool = False):
+        super().__init__(original)
+        self.alone_as_written = alone_as_written
 
     def forward(self, *bottoms: torch.Tensor) -> list[torch.Tensor]:
         return [bottoms[0]]
+
+    def alone(self) -> nn.Module:
+        return self.original if self.alone_as_written else self
 
 
 class FusedLayer(Delegating):
@@ -252,5 +263,58 @@ def in_place_fusions(graph: NetGraph) -> dict[int, nn.Module]:
         if combined is None:
             continue
         swaps[i] = combined
-        swaps[j] = PassThrough(follower)
+        swaps[j] = PassThrough(follower, alone_as_written=True)
     return swaps
+
+
+# -- training-safe too: a ReLU that rewrites a fresh value in place, run in place ----------------
+class InPlaceActivation(Delegating):
+    """A (leaky) ReLU rewriting its blob in place, run in place on the value before it: that
+    value has no other reader, and the layer that made it neither reads it in its backward nor
+    shares it (:meth:`~caffelike.layers.Layer.writable_top`), so no new tensor is needed. The
+    gradient is the same (torch's ReLU backward reads the output either way)."""
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if x.is_leaf and x.requires_grad:  # pycaffe's layer-by-layer backward feeds a leaf per layer
+            return self.original(x)
+        slope = self.original.fused_activation()
+        return [x.relu_() if slope == 0.0 else F.leaky_relu_(x, slope)]
+
+    def alone(self) -> nn.Module:  # by itself its bottom is a stored blob: out of place
+        return self.original
+
+
+def in_place_activations(graph: NetGraph, swaps: Mapping[int, nn.Module] | None = None) -> dict[int, nn.Module]:
+    """Layer index -> :class:`InPlaceActivation` for each (leaky) ReLU that may run in place:
+    it rewrites its one blob in place, is the only reader of the value before it, and that
+    value's producer (its module in ``swaps``, else the graph's) has a writable top."""
+    swaps = swaps or {}
+    versions, readers = value_readers(graph.plan)
+    found: dict[int, nn.Module] = {}
+    for i, (lay, module) in enumerate(graph.pairs()):
+        if i in swaps or isinstance(module, Delegating) or module.fused_activation() is None:
+            continue
+        if len(lay.bottoms) != 1 or list(lay.tops) != list(lay.bottoms):
+            continue
+        version, reader = versions[i][0], i
+        while True:  # through absorbed layers (PassThrough hands its bottom on) to the maker
+            producer = version[1]
+            if producer < 0 or readers.get(version) != [reader]:
+                producer = -1
+                break
+            made_by = swaps.get(producer, graph.module(producer))
+            if not isinstance(made_by, PassThrough):
+                break
+            version, reader = versions[producer][0], producer
+        if producer >= 0 and made_by.writable_top():
+            found[i] = InPlaceActivation(module)
+    return found
+
+
+def run_activations_in_place(graph: NetGraph) -> int:
+    """Put :func:`in_place_activations` into ``graph`` (the solver's nets); returns the count."""
+    swaps = in_place_activations(graph)
+    for index, module in swaps.items():
+        graph.replace_module(index, module)
+    return len(swaps)
+

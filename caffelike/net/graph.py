@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
-from ..layers.base import Layer
+from ..layers.base import Delegating, Layer
 from .build import ParamTable, replace_parameter
 from .plan import LayerPlan, NetPlan
 
@@ -59,7 +59,18 @@ class NetGraph(nn.Module):
     def _make_steps(self) -> None:
         # Flattened once (and after each replacement): the run loop does no lookups per layer.
         self._steps = self.steps_with({})
+        self._solo_steps = self.steps_with({i: self.solo(i) for i in range(len(self.layers))})
         self.version += 1
+
+    def solo(self, index: int) -> nn.Module:
+        """The module that runs layer ``index`` by itself (:meth:`Delegating.alone`): what
+        pycaffe's layer-by-layer paths and partial forwards run."""
+        module = self.layers[index]
+        return module.alone() if isinstance(module, Delegating) else module
+
+    def solo_steps(self) -> list[Step]:
+        """:meth:`steps_with` of the :meth:`solo` modules, for :meth:`run_range`'s ``steps``."""
+        return self._solo_steps
 
     def steps_with(self, swaps: Mapping[int, nn.Module]) -> list[Step]:
         """The run loop's steps, with the modules of ``swaps`` (layer index -> module) run in

@@ -14,7 +14,7 @@ that do so for a net's whole-pass steps (see :meth:`~caffelike.net.pycaffe.Net.f
   same blob, the values between them are never visible (Caffe's own in-place idiom), so every
   blob a script reads holds what Caffe computes, within float tolerance;
 - a (leaky) ReLU that rewrites, in place, a new tensor that nothing else reads (an Eltwise's
-  sum, an InnerProduct's output) runs in place on it (:class:`InPlaceActivation`).
+  sum, an InnerProduct's output) runs in place on it (:class:`~.fold.InPlaceActivation`).
 
 The packed weights are recomputed when a source parameter changes: when torch writes it
 (its version counter), when it is replaced or moved, when the input shape changes, and when a
@@ -31,7 +31,7 @@ from torch import nn
 
 from ..blob import param_view_state
 from ..layers.base import Delegating, Layer
-from .fold import FusedLayer, PassThrough, value_readers, fold_weights
+from .fold import FusedLayer, PassThrough, fold_weights, in_place_activations, value_readers
 from .graph import NetGraph
 
 _CL = torch.channels_last
@@ -123,14 +123,8 @@ class PackedConv(Delegating):
             return self._unpacked(x)
         return [y]
 
-
-class InPlaceActivation(Delegating):
-    """A (leaky) ReLU that rewrites its blob in place, run in place: the value before it has no
-    other reader, so no new tensor is needed (and nothing visible changes)."""
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        slope = self.original.fused_activation()
-        return [x.relu_() if slope == 0.0 else torch.nn.functional.leaky_relu_(x, slope)]
+    def writable_top(self) -> bool:
+        return True
 
 
 class ContiguousInputs(Delegating):
@@ -170,27 +164,6 @@ def _in_place_chain(graph: NetGraph, readers: dict, head: int) -> tuple[list[int
     return chain, affine, None
 
 
-# Layers whose top is always a new tensor (never a view or another blob's tensor).
-_FRESH_TOPS = ("Eltwise", "InnerProduct")
-
-
-def _in_place_activation(graph: NetGraph, readers: dict, swaps: Mapping[int, nn.Module], index: int) -> bool:
-    """Whether layer ``index`` is a (leaky) ReLU rewriting its one blob in place, the only reader
-    of the value before it, which a layer of this pass computed as a new tensor."""
-    lay = graph.plan.layers[index]
-    module = graph.module(index)
-    if isinstance(module, Delegating) or module.fused_activation() is None:
-        return False
-    if len(lay.bottoms) != 1 or list(lay.tops) != list(lay.bottoms):
-        return False
-    producers = [j for (name, j), who in readers.items() if name == lay.bottoms[0] and index in who]
-    if len(producers) != 1 or producers[0] < 0 or readers[(lay.bottoms[0], producers[0])] != [index]:
-        return False
-    producer = swaps.get(producers[0], graph.module(producers[0]))
-    return isinstance(producer, PackedConv) or (
-        not isinstance(producer, Delegating) and getattr(producer, "caffe_type", "") in _FRESH_TOPS)
-
-
 def _packable(graph: NetGraph, index: int) -> bool:
     lay = graph.plan.layers[index]
     module = graph.module(index)
@@ -224,9 +197,7 @@ def packed_swaps(graph: NetGraph, fused: Mapping[int, nn.Module] | None = None) 
     for i, module in (fused or {}).items():
         if i not in swaps:
             swaps[i] = module
-    for i, (lay, module) in enumerate(graph.pairs()):
-        if i not in swaps and _in_place_activation(graph, readers, swaps, i):
-            swaps[i] = InPlaceActivation(module)
+    swaps.update(in_place_activations(graph, swaps))
     for i, (_, module) in enumerate(graph.pairs()):
         module = swaps.get(i, module)
         if not isinstance(module, (PassThrough, PackedConv)) and not getattr(module, "keeps_layout", False):

@@ -575,12 +575,18 @@ class Net(nn.Module):
         """``graph.run_range(start, end, values)``, one layer at a time when forward callbacks are set."""
         before, after = self._callbacks("before_forward"), self._callbacks("after_forward")
         values = {} if values is None else values
-        if not before and not after:
+        whole = start == 0 and end == len(self.graph) - 1
+        if not before and not after and whole:
             return self.graph.run_range(start, end, values)
+        # a partial pass, or callbacks around each layer: every layer by itself (a fused pair
+        # may be split by the range, and each layer's own top must be visible)
+        solo = self.graph.solo_steps()
+        if not before and not after:
+            return self.graph.run_range(start, end, values, steps=solo)
         for i in range(start, end + 1):
             for run in before:
                 run(i)
-            self.graph.run_range(i, i, values)
+            self.graph.run_range(i, i, values, steps=solo)
             for run in after:
                 run(i)
         return values

@@ -247,7 +247,7 @@ class Solver:
     def _setup_accel(self, amp: str | None, compile: bool, fuse: bool,
                      channels_last: bool | None) -> None:
         """BatchNorm+Scale fusion, ``-amp`` (autocast, fp16 loss scaling), channels_last, ``-compile``."""
-        from ..net.fold import fuse_batchnorm_scale
+        from ..net.fold import fuse_batchnorm_scale, run_activations_in_place
 
         self.amp = amp if accel.amp_dtype(amp) is not None else None
         self._scaler = accel.make_loss_scaler(self.device, self.amp)
@@ -257,6 +257,7 @@ class Solver:
         for net in [self.net] + self.test_nets:
             if fuse:  # Caffe's in-place BatchNorm+Scale as one kernel: same values, never visible
                 fuse_batchnorm_scale(net.graph)
+                run_activations_in_place(net.graph)  # and a ReLU on a fresh value, in place
             if channels_last:  # asked for: every convolution, and the Input blobs (one copy)
                 accel.use_channels_last(net)
                 self._channels_last_inputs = self._channels_last_inputs or net is self.net

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import caffelike
-from caffelike.net.fold import optimize_net
-from caffelike.net.packed import ContiguousInputs, InPlaceActivation, PackedConv, packing_available
+from caffelike.net.fold import InPlaceActivation, optimize_net
+from caffelike.net.packed import ContiguousInputs, PackedConv, packing_available
 
 pytestmark = pytest.mark.skipif(not packing_available(), reason="torch without oneDNN packed convolutions")
 

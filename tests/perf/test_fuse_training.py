@@ -12,7 +12,7 @@ import numpy as np
 import caffelike
 from caffelike.io import load_weights
 from caffelike.layers.normalization import FusedBatchNormScale
-from caffelike.net.fold import PassThrough, fuse_batchnorm_scale
+from caffelike.net.fold import InPlaceActivation, PassThrough, fuse_batchnorm_scale
 
 from .golden_nets import GOLDEN, assert_close_scaled, golden_net
 
@@ -29,6 +29,8 @@ def test_fused_training_run_matches_caffe_snapshot(tmp_path, monkeypatch):
     assert fuse_batchnorm_scale(solver.net.graph) == 0  # already fused: nothing left to match
     assert any(isinstance(m, FusedBatchNormScale) for _, m in solver.net.graph.pairs())
     assert any(isinstance(m, PassThrough) for _, m in solver.net.graph.pairs())
+    # both ReLUs (after the fused BatchNorm+Scale, after ip1) overwrite their fresh bottoms
+    assert sum(isinstance(m, InPlaceActivation) for _, m in solver.net.graph.pairs()) == 2
     solver.step(40)
     want = load_weights(str(CASE / "snapshots" / "tinybn_iter_40.caffemodel"))
     for layer, blobs in solver.net.params.items():
@@ -47,6 +49,28 @@ def test_solver_fuse_false_keeps_the_layers(tmp_path, monkeypatch):
     solver = caffelike.get_solver("solver.prototxt", fuse=False)
     assert not any(isinstance(m, (FusedBatchNormScale, PassThrough)) for _, m in solver.net.graph.pairs())
     assert fuse_batchnorm_scale(solver.net.graph) == 1
+
+
+def test_pycaffe_backward_on_a_fused_solver_net_is_the_plain_one(tmp_path, monkeypatch):
+    # pycaffe's layer-by-layer backward feeds each layer a leaf: the in-place ReLU then runs
+    # out of place, and every diff equals the unfused net's
+    work = tmp_path / "sgd_step"
+    shutil.copytree(CASE, work, ignore=shutil.ignore_patterns("snapshots", "*.npz", "*.json", "log.txt"))
+    (work / "snapshots").mkdir()
+    monkeypatch.chdir(work)
+    diffs, partial = [], []
+    for fuse in (True, False):
+        net = caffelike.get_solver("solver.prototxt", fuse=fuse).net
+        net.copy_from("init.caffemodel")
+        net.forward()
+        net.backward()
+        diffs.append({name: [b.diff.copy() for b in blobs] for name, blobs in net.params.items()})
+        net.forward(end="bn1")  # a range that ends between the fused BatchNorm and its Scale
+        partial.append(net.blobs["conv1"].data.copy())
+    for name, blobs in diffs[1].items():
+        for i, want in enumerate(blobs):
+            np.testing.assert_allclose(diffs[0][name][i], want, rtol=1e-5, atol=1e-7, err_msg=f"{name} {i}")
+    np.testing.assert_allclose(partial[0], partial[1], rtol=1e-5, atol=1e-6, err_msg="conv1 after bn1 alone")
 
 
 def test_fused_deploy_outputs_match_caffe():
