@@ -1,4 +1,4 @@
-"""optimize_net (BatchNorm/Scale folding, ReLU fusion) against real Caffe's outputs.
+"""optimize_net (BatchNorm/Scale folding, ReLU fusion) and Net(optimize=True)'s compiled forward against real Caffe's outputs.
 
 Expected values: tests/golden/nets (Caffe's own forward of these deploy nets, NETS.md §1).
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import caffelike
 from caffelike.net.fold import FusedLayer, PassThrough, find_chains, optimize_net, refold
 
 from .golden_nets import GOLDEN, assert_close_scaled, golden_net
@@ -72,3 +73,24 @@ def test_refold_sees_writes_through_numpy_views():
     out = net.forward(**inputs)
     for name, value in expected.items():
         assert_close_scaled(out[name], value, f"simpleconv3 {name}")
+
+
+def test_compiled_forward_matches_caffe(tmp_path, monkeypatch):
+    # Net(optimize=True) on the CPU: Inductor's compiled outputs (forced here, whatever the
+    # timing says) against Caffe's own, and an inner blob read afterwards (layer by layer)
+    from caffelike.net.compiled import CompiledForward
+
+    monkeypatch.setattr(CompiledForward, "prefer_compiled", staticmethod(lambda c, p: True))
+    net, inputs, expected = golden_net("squeezenet_v1_1")
+    weights = str(tmp_path / "w.caffemodel")
+    net.save(weights)
+    fast = caffelike.Net(str(GOLDEN / "squeezenet_v1_1" / "net.prototxt"), caffelike.TEST,
+                         weights=weights, optimize=True)
+    out = fast.forward(**inputs)
+    assert fast._compiled._module is not None  # the compiled module served this pass
+    for name, value in expected.items():
+        assert_close_scaled(out[name], value, f"compiled {name}")
+    plain = net.forward(**inputs)
+    inner = "fire9/concat"
+    assert_close_scaled(fast.blobs[inner].data, net.blobs[inner].data, inner)
+    assert set(plain) == set(out)
