@@ -284,7 +284,8 @@ class InPlaceActivation(Delegating):
         return self.original
 
 
-def in_place_activations(graph: NetGraph, swaps: Mapping[int, nn.Module] | None = None) -> dict[int, nn.Module]:
+def in_place_activations(graph: NetGraph, swaps: Mapping[int, nn.Module] | None = None
+                         ) -> dict[int, nn.Module]:
     """Layer index -> :class:`InPlaceActivation` for each (leaky) ReLU that may run in place:
     it rewrites its one blob in place, is the only reader of the value before it, and that
     value's producer (its module in ``swaps``, else the graph's) has a writable top."""

@@ -1,4 +1,5 @@
-"""optimize_net (BatchNorm/Scale folding, ReLU fusion) and Net(optimize=True)'s compiled forward against real Caffe's outputs.
+"""optimize_net (BatchNorm/Scale folding, ReLU fusion) and ``Net(optimize=True)``'s compiled
+forward against real Caffe's outputs.
 
 Expected values: tests/golden/nets (Caffe's own forward of these deploy nets, NETS.md §1).
 """
