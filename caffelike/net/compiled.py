@@ -14,7 +14,8 @@ when a parameter changes (the same signals as the packed convolutions: torch's v
 counters, replaced tensors, numpy views handed out); while a script holds a numpy view of a
 parameter, the layer-by-layer pass runs. Compiling takes seconds per input shape; a platform
 where it fails (no C++ compiler, an op Inductor lacks) logs why once and keeps the
-layer-by-layer pass.
+layer-by-layer pass. So does a key whose module meets a global torch setting it was not
+compiled for (autocast, deterministic algorithms): frozen weights cannot be recompiled.
 """
 from __future__ import annotations
 
@@ -98,8 +99,18 @@ class CompiledForward:
         # Dynamo's guards re-check every frozen weight on each call (0.3 ms on GoogLeNet). Each
         # compiled module here serves one key only (input shapes, CPU float32, no grad, the
         # weights it froze): only the guards telling this net's entry from others' are needed.
-        with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
-            return self._module(*args)
+        try:
+            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+                return self._module(*args)
+        except RuntimeError as exc:
+            if "skip_guard_eval_unsafe" not in str(exc):
+                raise
+            # A global torch setting the module was compiled without (autocast, deterministic
+            # algorithms, ...) would need a recompile, which frozen weights rule out: the
+            # layer-by-layer pass, which follows such settings, serves this key from now on.
+            log.info("optimize: a global torch setting changed since compiling; running layer by layer")
+            self._module = None
+            return None
 
     @staticmethod
     def prefer_compiled(compiled_s: float, layer_by_layer_s: float) -> bool:

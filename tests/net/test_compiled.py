@@ -101,3 +101,18 @@ def test_a_compiler_failure_keeps_the_layer_by_layer_pass(files, monkeypatch, ca
         fast.forward(data=_x())
     assert caplog.text.count("compiled forward is unavailable here (RuntimeError: no C++ compiler)") == 1
     _close(out["prob"], plain.forward(data=_x())["prob"], "prob")
+
+
+def test_a_changed_global_torch_setting_recompiles_instead_of_failing(files, always_compiled):
+    # the steady-state call skips Dynamo's guards; a global setting they cover (here
+    # deterministic algorithms; autocast is another) makes Dynamo refuse to run under that
+    # stance, and the layer-by-layer pass (which follows the setting) serves instead
+    fast = caffelike.Net(files[0], caffelike.TEST, weights=files[1], optimize=True)
+    plain = caffelike.Net(files[0], caffelike.TEST, weights=files[1])
+    fast.forward(data=_x())
+    torch.use_deterministic_algorithms(True)
+    try:
+        out = fast.forward(data=_x())
+    finally:
+        torch.use_deterministic_algorithms(False)
+    _close(out["prob"], plain.forward(data=_x())["prob"], "prob")
