@@ -169,6 +169,9 @@ class _Views:
         self.alive = [r for r in self.alive if r() is not None]
         self.alive.append(weakref.ref(array))
 
+    def __reduce__(self):  # views belong to this process: a pickled parameter starts afresh
+        return (_Views, ())
+
 
 def _watched(tensor: torch.Tensor, array: np.ndarray) -> np.ndarray:
     views = tensor.__dict__.get("_caffelike_views")

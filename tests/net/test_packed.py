@@ -167,3 +167,11 @@ def test_training_net_and_backward_are_not_packed(net_file):
     net = caffelike.Net(net_file, caffelike.TRAIN)
     net.forward(data=_input())
     assert not any(isinstance(m, PackedConv) for _, m in net.graph.pairs())
+
+
+def test_a_parameter_whose_view_was_taken_still_pickles(net_file, tmp_path):
+    net = _net(net_file)
+    held = net.params["conv1"][0].data  # noqa: F841 - a live view on the parameter
+    param = net.graph.module(net.plan.layer_index("conv1")).blobs[0]
+    torch.save(param, tmp_path / "p.pt")
+    np.testing.assert_array_equal(torch.load(tmp_path / "p.pt", weights_only=False).detach().numpy(), held)
