@@ -7,7 +7,7 @@ All give numpy arrays that write through while the net is on the CPU, and Caffe'
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import weakref
 
@@ -190,6 +190,19 @@ def param_view_state(tensor: torch.Tensor) -> tuple[int, bool]:
     if views is None:
         return 0, False
     return views.generation, any(r() is not None for r in views.alive)
+
+
+def params_state(tensors: Iterable[torch.Tensor]) -> list[tuple] | None:
+    """What a cache computed from ``tensors`` (packed, folded or compiled weights) depends on:
+    each one's identity, torch version counter, data pointer and :func:`param_view_state`
+    count; None while a numpy view of one lives (then no cache can be trusted)."""
+    state = []
+    for t in tensors:
+        generation, alive = param_view_state(t)
+        if alive:
+            return None
+        state.append((id(t), t._version, t.data_ptr(), generation))
+    return state
 
 
 class ParamBlob(Shaped):

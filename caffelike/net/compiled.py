@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 import torch
 
-from ..blob import param_view_state
+from ..blob import params_state
 from ..glog import get_logger
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,16 +62,8 @@ class CompiledForward:
         """What the compiled weights depend on; None while a numpy view of a parameter lives
         (or for a layer whose blobs are not torch parameters, e.g. a Python layer's)."""
         dicts = self._blob_dicts()
-        if dicts is None:
-            return None
-        key = []
-        for blobs in dicts:
-            for t in blobs.values():
-                generation, alive = param_view_state(t)
-                if alive:
-                    return None
-                key.append((id(t), t._version, t.data_ptr(), generation))
-        return (self._graph.version, tuple(key))
+        state = None if dicts is None else params_state(t for blobs in dicts for t in blobs.values())
+        return None if state is None else (self._graph.version, state)
 
     def outputs(self, inputs: Mapping[str, torch.Tensor],
                 layer_by_layer: Callable[[], object]) -> dict[str, torch.Tensor] | None:

@@ -163,8 +163,9 @@ def _single_reader(graph: NetGraph, versions, readers, current: int) -> int | No
     return j
 
 
-def find_chains(graph: NetGraph) -> list[Chain]:
-    """The foldable chains of ``graph``, in layer order."""
+def find_chains(graph: NetGraph, in_place: bool = False) -> list[Chain]:
+    """The foldable chains of ``graph``, in layer order; ``in_place``: only layers that rewrite
+    the head's top under its own name (whose values between them no blob shows)."""
     versions, readers = value_readers(graph.plan)
     chains: list[Chain] = []
     taken: set[int] = set()
@@ -178,6 +179,8 @@ def find_chains(graph: NetGraph) -> list[Chain]:
         chain = Chain(head=i)
         current = i
         while (j := _single_reader(graph, versions, readers, current)) is not None:
+            if in_place and graph.plan.layers[j].tops != lay.tops:
+                break
             nxt = graph.module(j)
             if nxt.affine(channels) is not None:
                 chain.affine.append(j)

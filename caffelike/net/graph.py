@@ -35,6 +35,17 @@ class ParamInfo:
     index: int
 
 
+def _fed_source(lay: LayerPlan, values: dict[str, torch.Tensor], stored: StoredFn) -> bool:
+    """Whether source layer ``lay`` is not run: an Input layer, or one whose tops are all in
+    ``values``; its tops missing from ``values`` are then read from the stored blobs."""
+    if not (lay.info.is_input or (lay.tops and all(t in values for t in lay.tops))):
+        return False
+    for name in lay.tops:
+        if name not in values:
+            values[name] = stored(name)
+    return True
+
+
 def _no_stored(name: str) -> torch.Tensor:
     raise KeyError(f"blob '{name}' was not computed in this run and the graph has no stored blobs")
 
@@ -140,10 +151,7 @@ class NetGraph(nn.Module):
         """
         stored = self._stored
         for lay, module, detach_flags, source in (steps or self._steps)[start:end + 1]:
-            if source and (lay.info.is_input or (lay.tops and all(t in values for t in lay.tops))):
-                for name in lay.tops:
-                    if name not in values:
-                        values[name] = stored(name)
+            if source and _fed_source(lay, values, stored):
                 continue
             bottoms = []
             for name, detach in zip(lay.bottoms, detach_flags):
@@ -164,10 +172,7 @@ class NetGraph(nn.Module):
             return self.run_range(0, len(self) - 1, values, steps)
         stored = self._stored
         for lay, module, _, source in steps:
-            if source and (lay.info.is_input or (lay.tops and all(t in values for t in lay.tops))):
-                for name in lay.tops:
-                    if name not in values:
-                        values[name] = stored(name)
+            if source and _fed_source(lay, values, stored):
                 continue
             call = module if (module._forward_hooks or module._forward_pre_hooks) else module.forward
             bottoms = []

@@ -29,9 +29,9 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..blob import param_view_state
+from ..blob import params_state
 from ..layers.base import Delegating, Layer
-from .fold import FusedLayer, PassThrough, fold_weights, in_place_activations, value_readers
+from .fold import Chain, FusedLayer, PassThrough, find_chains, fold_weights, in_place_activations
 from .graph import NetGraph
 
 _CL = torch.channels_last
@@ -72,7 +72,7 @@ class PackedConv(Delegating):
             self._attr = ("relu", [])
         else:
             self._attr = ("leaky_relu", [slope])
-        self._key: list | None = None
+        self._key: tuple | None = None
         self._weight: torch.Tensor | None = None
         self._bias: torch.Tensor | None = None
         self._broken = False  # oneDNN refused this layer once: run it as written from then on
@@ -104,12 +104,10 @@ class PackedConv(Delegating):
             return self._unpacked(x)
         # What the packed weights depend on. A source moved or converted has another data
         # pointer (and then fails to pack, which makes the layer run unpacked).
-        key = [x.shape]
-        for t in self._sources():
-            generation, alive = param_view_state(t)
-            if alive:
-                return self._unpacked(x)
-            key.append((id(t), t._version, t.data_ptr(), generation))
+        state = params_state(self._sources())
+        if state is None:
+            return self._unpacked(x)
+        key = (x.shape, state)
         pad, stride, dilation, groups = self._geometry
         try:
             if key != self._key:
@@ -134,36 +132,6 @@ class ContiguousInputs(Delegating):
         return self.original(*[b.contiguous() if isinstance(b, torch.Tensor) else b for b in bottoms])
 
 
-def _in_place_chain(graph: NetGraph, readers: dict, head: int) -> tuple[list[int], list[int], int | None]:
-    """The layers after ``head`` that rewrite its one top in place, each the only reader of the
-    value before it: (chain indices, affine indices, activation index or None)."""
-    lay = graph.plan.layers[head]
-    top = lay.tops[0]
-    channels = graph.module(head).fold_head()[0].shape[0]
-    chain: list[int] = []
-    affine: list[int] = []
-    current = head
-    while True:
-        nxt = readers.get((top, current), [])
-        if len(nxt) != 1:
-            break
-        j = nxt[0]
-        flay = graph.plan.layers[j]
-        module = graph.module(j)
-        if isinstance(module, Delegating) or list(flay.bottoms) != [top] or list(flay.tops) != [top]:
-            break
-        if module.affine(channels) is not None:
-            chain.append(j)
-            affine.append(j)
-        elif module.fused_activation() is not None:
-            chain.append(j)
-            return chain, affine, j
-        else:
-            break
-        current = j
-    return chain, affine, None
-
-
 def _packable(graph: NetGraph, index: int) -> bool:
     lay = graph.plan.layers[index]
     module = graph.module(index)
@@ -179,7 +147,7 @@ def packed_swaps(graph: NetGraph, fused: Mapping[int, nn.Module] | None = None) 
     """Layer index -> module for a CPU inference pass: packed convolutions with their in-place
     chains (absorbed layers as PassThrough), ``fused`` (e.g. :func:`~.fold.in_place_fusions`)
     where no chain took the layer, and contiguous inputs for layers that need them."""
-    _, readers = value_readers(graph.plan)
+    chains = {chain.head: chain for chain in find_chains(graph, in_place=True)}
     swaps: dict[int, nn.Module] = {}
     for i in range(len(graph)):
         if i in swaps or not _packable(graph, i):
@@ -188,11 +156,12 @@ def packed_swaps(graph: NetGraph, fused: Mapping[int, nn.Module] | None = None) 
         if isinstance(module, FusedLayer):
             swaps[i] = PackedConv(module.original, module._affine, module.relu_slope, [module])
             continue
-        chain, affine, activation = _in_place_chain(graph, readers, i)
-        slope = graph.module(activation).fused_activation() if activation is not None else None
-        swaps[i] = PackedConv(module, [graph.module(j) for j in affine], slope,
-                              [module] + [graph.module(j) for j in chain])
-        for j in chain:
+        chain = chains.get(i, Chain(head=i))
+        absorbed = chain.members[1:]
+        slope = graph.module(chain.activation).fused_activation() if chain.activation is not None else None
+        swaps[i] = PackedConv(module, [graph.module(j) for j in chain.affine], slope,
+                              [module] + [graph.module(j) for j in absorbed])
+        for j in absorbed:
             swaps[j] = PassThrough(graph.module(j))
     for i, module in (fused or {}).items():
         if i not in swaps:
