@@ -25,7 +25,7 @@ import torch
 
 from .errors import CaffelikeError
 from .glog import get_logger
-from .layers.base import Delegating
+from .layers.base import Delegating, stored_nhwc
 
 log = get_logger("accel")
 
@@ -148,10 +148,6 @@ class _Relayout(torch.autograd.Function):
         return grad.contiguous(memory_format=ctx.back), None, None
 
 
-def _nhwc(x: torch.Tensor) -> bool:
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
 class LayoutEntry(Delegating):
     """A convolution run in one layout (``channels_last`` or NCHW, as its weights are stored)
     whatever its 4-axis bottoms' layout: a bottom in the other layout enters through
@@ -174,7 +170,7 @@ class LayoutEntry(Delegating):
             return x
         if not x.requires_grad:
             return x if self.channels_last else x.contiguous()
-        return _Relayout.apply(x, layout, torch.channels_last if _nhwc(x) else torch.contiguous_format)
+        return _Relayout.apply(x, layout, torch.channels_last if stored_nhwc(x) else torch.contiguous_format)
 
 
 def use_channels_last_cpu(net, min_outputs: int = CPU_CHANNELS_LAST_MIN_OUTPUTS,

@@ -275,6 +275,12 @@ def _meta_blobs(module: nn.Module) -> Iterator[None]:
             table[key] = value
 
 
+def stored_nhwc(x: torch.Tensor) -> bool:
+    """A 4-axis tensor stored channels_last (and not also NCHW-contiguous, as 1x1 maps or one
+    channel are)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def legacy_dim(shape: Sequence[int], index: int) -> int:
     """Caffe's Blob::LegacyShape: num/channels/height/width by index, 1 past the last axis."""
     return int(shape[index]) if index < len(shape) else 1

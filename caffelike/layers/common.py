@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..errors import Where
 from ..proto import caffe_pb2
-from .base import TEST, Layer, Shape, canonical_axis, register_layer
+from .base import TEST, Layer, Shape, canonical_axis, register_layer, stored_nhwc
 
 
 def _constant_filler(value: float) -> caffe_pb2.FillerParameter:
@@ -23,13 +23,6 @@ def _constant_filler(value: float) -> caffe_pb2.FillerParameter:
 
 
 # -- InnerProduct -----------------------------------------------------------------------------
-def _is_channels_last(x: torch.Tensor) -> bool:
-    """A 4-axis tensor stored NHWC (and not also NCHW-contiguous, as 1x1 maps or one channel are).
-    Only a training step's gradient needs :class:`_FlattenChannelsLast` (tracing and exports
-    get the plain reshape)."""
-    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-
-
 class _FlattenChannelsLast(torch.autograd.Function):
     """(N, C, H, W) stored channels_last -> (N, C*H*W) in Caffe's C, H, W order, whose gradient
     comes back channels_last (a plain reshape's would be NCHW, and every layer below would then
@@ -88,7 +81,7 @@ class InnerProduct(Layer):
         ip = self.param.inner_product_param
         axis = self._axis(tuple(x.shape))
         k = self.k
-        flat = (_FlattenChannelsLast.apply(x) if axis == 1 and x.requires_grad and _is_channels_last(x)
+        flat = (_FlattenChannelsLast.apply(x) if axis == 1 and x.requires_grad and stored_nhwc(x)
                 and torch.is_grad_enabled() and not torch.jit.is_tracing()
                 else x.reshape(math.prod(x.shape[:axis]), k))
         weight = self.blobs[0]
