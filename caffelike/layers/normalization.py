@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..proto import caffe_pb2
+from . import bn_channels_last
 from .base import TEST, TRAIN, Delegating, Layer, Shape, register_layer
 from .vision import PoolGeometry, ave_pool
 
@@ -77,7 +78,7 @@ class BatchNorm(Layer):
         mean = x.mean(dim=dims, keepdim=True)
         centred = x - mean
         var = (centred * centred).mean(dim=dims, keepdim=True)
-        self._accumulate(mean.reshape(-1), var.reshape(-1))
+        self._accumulate(mean.detach().reshape(-1), var.detach().reshape(-1))
         return [centred / torch.sqrt(var + self.eps)]
 
     def normalize(self, x: torch.Tensor, weight: torch.Tensor | None = None,
@@ -96,20 +97,24 @@ class BatchNorm(Layer):
         # autocast x may be bf16/fp16, which the kernel accepts only with float32 statistics
         # and affine parameters alike.
         dtype = weight.dtype if weight is not None else x.dtype
-        batch_mean = torch.zeros(self.channels, dtype=dtype, device=x.device)
-        batch_var = torch.zeros(self.channels, dtype=dtype, device=x.device)
-        top = F.batch_norm(x, batch_mean, batch_var, weight, bias, training=True, momentum=1.0, eps=self.eps)
+        batch_mean, batch_var = torch.zeros(2, self.channels, dtype=dtype, device=x.device).unbind()
+        if bn_channels_last.wanted(x, weight):
+            top = bn_channels_last.batch_norm_train(x, weight, bias, batch_mean, batch_var, self.eps)
+        else:
+            top = F.batch_norm(x, batch_mean, batch_var, weight, bias, training=True, momentum=1.0,
+                               eps=self.eps)
         self._accumulate(batch_mean, batch_var)
         return top
 
-    @torch.no_grad()
     def _accumulate(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
-        """Caffe's running sums: ``factor = maf*factor + 1``, ``blob = maf*blob + batch stat``."""
-        maf = self.moving_average_fraction
+        """Caffe's running sums: ``factor = maf*factor + 1``, ``blob = maf*blob + batch stat``
+        (each product rounded before the sum, as Caffe's axpby). ``mean`` and ``unbiased_var``
+        carry no gradient; the blobs never do."""
         blobs = self.blobs._parameters  # not the ParameterList's slower __getitem__
-        blobs["2"].mul_(maf).add_(1.0)
-        blobs["0"].mul_(maf).add_(mean)
-        blobs["1"].mul_(maf).add_(unbiased_var)
+        mean_sum, var_sum, factor = blobs["0"], blobs["1"], blobs["2"]
+        torch._foreach_mul_([mean_sum, var_sum, factor], self.moving_average_fraction)
+        torch._foreach_add_([mean_sum, var_sum], [mean, unbiased_var])
+        factor.add_(1.0)
 
     def affine(self, channels: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """With global statistics, ``x * s - mean * s`` for ``s = 1/sqrt(var + eps)`` (float64)."""
