@@ -33,14 +33,39 @@ class LastPass:
         self.values: Mapping[str, torch.Tensor] | None = None
         self.version = 0
         self._complete: Callable[[], Mapping[str, torch.Tensor]] | None = None
+        # the following blobs whose numpy data was handed out, by name (see NetBlob.copies_eagerly)
+        self.exposed: dict[str, "NetBlob"] = {}
+        # input blobs whose own tensor a pending ``complete`` reads: name -> (blob, its dict)
+        self._aliases: dict[str, tuple["NetBlob", dict]] = {}
 
     def hold(self, values: Mapping[str, torch.Tensor] | None,
              complete: Callable[[], Mapping[str, torch.Tensor]] | None = None) -> None:
         """Make ``values`` the last pass (None releases it: the blobs keep what they read);
         ``complete`` computes every blob of the pass when one outside ``values`` is read."""
+        self._drop_aliases()
         self.values = values
         self._complete = complete
         self.version += 1
+
+    def alias(self, name: str, blob: "NetBlob", inputs: dict) -> None:
+        """The pending ``complete`` reads input blob ``name``'s own tensor (``inputs[name]``)
+        instead of a copy: it is copied into ``inputs`` before anything writes the blob."""
+        self._aliases[name] = (blob, inputs)
+        blob._aliased_by = self
+
+    def unalias(self, name: str) -> None:
+        """Input blob ``name`` is about to be written: a pending ``complete`` gets its copy."""
+        entry = self._aliases.pop(name, None)
+        if entry is not None:
+            blob, inputs = entry
+            blob._aliased_by = None
+            if self._complete is not None:
+                inputs[name] = inputs[name].clone()
+
+    def _drop_aliases(self) -> None:
+        for blob, _ in self._aliases.values():
+            blob._aliased_by = None
+        self._aliases.clear()
 
     def get(self, name: str) -> torch.Tensor | None:
         """Blob ``name`` of the last pass (completing the pass first if it lacks it), or None."""
@@ -59,6 +84,7 @@ class LastPass:
             full = dict(complete())
             full.update(self.values)  # the values already handed out stay as they were
             self.values = full
+            self._drop_aliases()
 
 
 _NEVER = LastPass()  # never holds a pass
@@ -74,6 +100,7 @@ class NetBlob(Blob):
         self._seen = self._last_pass.version
         self._owner: NetBlob | None = None
         self._exposed = False  # its numpy data was handed out (a script may hold the array)
+        self._aliased_by: LastPass | None = None  # an input whose tensor a pending pass reads
 
     def share_data_with(self, owner: "NetBlob") -> None:
         """Use ``owner``'s data from now on (Caffe's Blob::ShareData); the diff stays this blob's."""
@@ -90,8 +117,26 @@ class NetBlob(Blob):
                 and self._owner is None)
 
     @property
+    def handed_out(self) -> bool:
+        """Whether this blob's numpy data was handed out (a script may hold and write it)."""
+        return (self._owner or self)._exposed
+
+    def write(self, array: np.ndarray) -> None:
+        """Copy ``array`` into the data (numpy's broadcasting and casting) without handing the
+        array out: pycaffe's ``forward(**inputs)``."""
+        if self._aliased_by is not None:
+            self._aliased_by.unalias(self._name)
+        self.data_tensor().numpy()[...] = array
+
+    @property
     def data(self) -> np.ndarray:
-        (self._owner or self)._exposed = True
+        if self._aliased_by is not None:
+            self._aliased_by.unalias(self._name)
+        owner = self._owner or self
+        if not owner._exposed:
+            owner._exposed = True
+            if owner._last_pass is not _NEVER:
+                owner._last_pass.exposed[owner._name] = owner
         return self.data_tensor().numpy()
 
     @data.setter
@@ -102,6 +147,7 @@ class NetBlob(Blob):
         super().reshape(*shape)
         if self._data is None:  # a new array from now on: none handed out yet
             self._exposed = False
+            self._last_pass.exposed.pop(self._name, None)
 
     def settle(self) -> None:
         """Copy in a pending last-pass value now (before that pass is replaced or released)."""
@@ -127,4 +173,6 @@ class NetBlob(Blob):
     def store(self, attr: str, value: torch.Tensor) -> None:
         if attr == "data":  # a value written now is newer than any pending one
             self._seen = self._last_pass.version
+            if self._aliased_by is not None:
+                self._aliased_by.unalias(self._name)
         super().store(attr, value)

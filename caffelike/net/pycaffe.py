@@ -305,12 +305,14 @@ class Net(nn.Module):
             if set(kwargs) != set(self.inputs):
                 raise NetError(f"input blob arguments {sorted(kwargs)} do not match the net inputs "
                                f"{sorted(self.inputs)}")
+            if start_i == 0 and end_i == len(self.plan.layers) - 1:
+                self._last_pass.hold(None)  # this pass replaces the last one (nothing reads it now)
             for name, array in kwargs.items():
                 array = np.asarray(array)
                 if array.shape[:1] != self._blobs[name].shape[:1]:
                     raise NetError(f"input '{name}' is not batch sized: {array.shape[0] if array.ndim else '-'} "
                                    f"vs {self._blobs[name].shape[0]}; reshape the blob first")
-                self._blobs[name].data[...] = array
+                self._blobs[name].write(array)
         self._pycaffe_forward(start_i, end_i)
         return {name: self._blobs[name].data for name in wanted}
 
@@ -332,8 +334,14 @@ class Net(nn.Module):
 
     def _compiled_pass(self) -> bool:
         """``optimize=True``: the outputs from the compiled forward (:mod:`.compiled`) and the
-        other blobs from a layer-by-layer pass when first read; False when that does not serve."""
-        inputs = {name: self._stored(name) for name in self.inputs}
+        other blobs from a layer-by-layer pass when first read; False when that does not serve.
+
+        An input blob whose numpy array no script holds is read without a copy; the pending
+        layer-by-layer pass gets its copy only if the blob is written before that pass runs
+        (:meth:`LastPass.alias`)."""
+        shared = [name for name in self.inputs if not self._blobs[name].handed_out]
+        inputs = {name: (self._blobs[name].data_tensor() if name in shared else self._stored(name))
+                  for name in self.inputs}
 
         def layer_by_layer() -> dict[str, torch.Tensor]:
             with torch.no_grad():
@@ -343,6 +351,8 @@ class Net(nn.Module):
         if outputs is None:
             return False
         self._publish({**inputs, **outputs}, complete=layer_by_layer)
+        for name in shared:
+            self._last_pass.alias(name, self._blobs[name], inputs)
         return True
 
     def _whole_pass_steps(self) -> list:
@@ -380,7 +390,7 @@ class Net(nn.Module):
                 if name in self._blobs:
                     self._blobs[name].settle()
         self._last_pass.hold(values, complete)
-        for name, blob in self._blobs.items():
+        for name, blob in list(self._last_pass.exposed.items()):
             if blob.copies_eagerly and (complete is not None or name in values):
                 blob.data_tensor()
 

@@ -116,3 +116,25 @@ def test_a_changed_global_torch_setting_recompiles_instead_of_failing(files, alw
     finally:
         torch.use_deterministic_algorithms(False)
     _close(out["prob"], plain.forward(data=_x())["prob"], "prob")
+
+
+def test_the_inputs_of_a_pending_pass_are_the_forwards_own(files, always_compiled):
+    """The compiled pass reads an input blob no script holds without copying it; the blobs
+    computed later (on first read) still come from that forward's inputs, whatever is written
+    to the input blob in between, by pycaffe or through an array a script holds."""
+    fast = caffelike.Net(files[0], caffelike.TEST, weights=files[1], optimize=True)
+    plain = caffelike.Net(files[0], caffelike.TEST, weights=files[1])
+    fast.forward(data=_x(1))
+    fast.blobs["data"].data[...] = _x(2)  # written before conv1 was computed
+    plain.forward(data=_x(1))
+    _close(fast.blobs["conv1"].data, plain.blobs["conv1"].data, "conv1 of the first inputs")
+    _close(fast.blobs["data"].data, _x(2), "the input blob shows what was written")
+    fast.forward(data=_x(3))
+    plain.forward(data=_x(3))
+    _close(fast.blobs["pool1"].data, plain.blobs["pool1"].data, "pool1 of the third inputs")
+    held = fast.blobs["data"].data  # a script holds the input array: each pass copies it
+    held[...] = _x(4)
+    fast.forward()
+    held[...] = _x(5)
+    plain.forward(data=_x(4))
+    _close(fast.blobs["ip"].data, plain.blobs["ip"].data, "ip of the inputs at forward time")
