@@ -173,12 +173,92 @@ class LayoutEntry(Delegating):
         return _Relayout.apply(x, layout, torch.channels_last if stored_nhwc(x) else torch.contiguous_format)
 
 
+class _ActivationInto(torch.autograd.Function):
+    """A (leaky) ReLU of ``x`` written in ``layout``: one copy into that layout, then the
+    activation in place on it. Its backward brings the gradient back to x's layout and applies
+    the derivative there in place, from x's sign (Caffe's ReLU backward reads its bottom)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, slope: float, layout: torch.memory_format,
+                back: torch.memory_format) -> torch.Tensor:
+        y = x.contiguous(memory_format=layout)
+        if slope == 0.0:
+            y.relu_()
+        else:
+            torch.nn.functional.leaky_relu_(y, slope)
+        ctx.save_for_backward(x)
+        ctx.slope, ctx.back = slope, back
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        g = grad.contiguous(memory_format=ctx.back)
+        out = g if g is not grad else None  # a new tensor may take the result in place
+        if ctx.slope == 0.0:
+            g = (torch.ops.aten.threshold_backward(g, x, 0) if out is None else
+                 torch.ops.aten.threshold_backward.grad_input(g, x, 0, grad_input=out))
+        else:
+            g = (torch.ops.aten.leaky_relu_backward(g, x, ctx.slope, False) if out is None else
+                 torch.ops.aten.leaky_relu_backward.grad_input(g, x, ctx.slope, False, grad_input=out))
+        return g, None, None, None
+
+
+class ActivationInto(Delegating):
+    """A (leaky) ReLU whose one reader takes its top in ``layout`` (a :class:`LayoutEntry`, or an
+    InnerProduct flattening NCHW): the activation writes its top in that layout itself when
+    its bottom is in the other one, so the reader's copy and the activation's pass are one,
+    and so are their backward passes (:class:`_ActivationInto`). Otherwise, and without
+    autograd, it is the activation as it was."""
+
+    def __init__(self, original: torch.nn.Module, layout: torch.memory_format):
+        super().__init__(original)
+        self.layout = layout
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if x.dim() != 4 or not x.requires_grad or x.is_contiguous(memory_format=self.layout):
+            return self.original(x)
+        back = torch.channels_last if stored_nhwc(x) else torch.contiguous_format
+        return [_ActivationInto.apply(x, self.original.fused_activation(), self.layout, back)]
+
+    def alone(self) -> torch.nn.Module:
+        return self.original.alone() if isinstance(self.original, Delegating) else self.original
+
+
+def _activations_into_readers(graph) -> int:
+    """Wrap each (leaky) ReLU whose top's one reader wants a layout in :class:`ActivationInto`."""
+    from .net.fold import InPlaceActivation, value_readers
+
+    _, readers = value_readers(graph.plan)
+    count = 0
+    for i, (lay, module) in enumerate(list(graph.pairs())):
+        if isinstance(module, Delegating) and not isinstance(module, InPlaceActivation):
+            continue
+        if module.fused_activation() is None or len(lay.tops) != 1:
+            continue
+        nxt = readers.get((lay.tops[0], i), [])
+        if len(nxt) != 1:
+            continue
+        reader, reader_lay = graph.module(nxt[0]), graph.plan.layers[nxt[0]]
+        if isinstance(reader, LayoutEntry):
+            layout = torch.channels_last if reader.channels_last else torch.contiguous_format
+        elif (reader_lay.type == "InnerProduct" and len(reader.bottom_shapes[0]) == 4
+              and reader.param.inner_product_param.axis in (1, -3)):  # flattens C, H, W
+            layout = torch.contiguous_format
+        else:
+            continue
+        graph.replace_module(i, ActivationInto(module, layout))
+        count += 1
+    return count
+
+
 def use_channels_last_cpu(net, min_outputs: int = CPU_CHANNELS_LAST_MIN_OUTPUTS,
                           min_map: int = CPU_CHANNELS_LAST_MIN_MAP) -> int:
     """The CPU training layout: convolutions of at least ``min_outputs`` outputs on output
     maps of at least ``min_map`` values store their weights channels_last (their tops and the
     layers after them follow), the others stay NCHW; each runs behind a :class:`LayoutEntry`
-    that brings its bottom to its own layout. Returns how many went channels_last."""
+    that brings its bottom to its own layout, and a (leaky) ReLU before one writes its top in
+    that layout (:class:`ActivationInto`). Returns how many went channels_last."""
     changed = 0
     for index, (lay, module) in enumerate(list(net.graph.pairs())):
         if lay.type != "Convolution" or isinstance(module, Delegating) or not len(module.blobs):
@@ -188,6 +268,7 @@ def use_channels_last_cpu(net, min_outputs: int = CPU_CHANNELS_LAST_MIN_OUTPUTS,
                 and module.to_channels_last())
         net.graph.replace_module(index, LayoutEntry(module, bool(nhwc)))
         changed += bool(nhwc)
+    _activations_into_readers(net.graph)
     return changed
 
 

@@ -126,14 +126,20 @@ def test_channels_last_step_equals_nchw_step(tmp_path, option):
         solver.net.blobs["data"].data[...] = data
         solver.net.blobs["label"].data[...] = label
         solver.step(4)
+    _assert_trained_alike(nhwc, nchw)
+
+
+def _assert_trained_alike(mine, nchw) -> None:
+    """Weights, diffs, history and blobs of solver ``mine`` equal the NCHW solver's (within
+    float tolerance: the kernels sum in other orders)."""
     for name, blobs in nchw.net.params.items():
-        for i, (mine, theirs) in enumerate(zip(nhwc.net.params[name], blobs)):
-            np.testing.assert_allclose(mine.data, theirs.data, rtol=1e-4, atol=1e-5, err_msg=f"{name}[{i}] data")
-            np.testing.assert_allclose(mine.diff, theirs.diff, rtol=1e-4, atol=1e-6, err_msg=f"{name}[{i}] diff")
-    for mine, theirs in zip(nhwc.history, nchw.history):
-        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-6)
+        for i, (a, b) in enumerate(zip(mine.net.params[name], blobs)):
+            np.testing.assert_allclose(a.data, b.data, rtol=1e-4, atol=1e-5, err_msg=f"{name}[{i}] data")
+            np.testing.assert_allclose(a.diff, b.diff, rtol=1e-4, atol=1e-6, err_msg=f"{name}[{i}] diff")
+    for a, b in zip(mine.history, nchw.history):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
     for name, blob in nchw.net.blobs.items():
-        np.testing.assert_allclose(nhwc.net.blobs[name].data, blob.data, rtol=1e-4, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(mine.net.blobs[name].data, blob.data, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def _without_skipping(solver) -> None:
@@ -203,3 +209,59 @@ def test_channels_last_snapshot_and_resume_keep_caffe_order(tmp_path):
     for name, blobs in solver.net.params.items():
         for i, blob in enumerate(blobs):
             np.testing.assert_array_equal(resumed.net.params[name][i].data, blob.data, err_msg=f"{name}[{i}]")
+
+
+# BODY's conv1 + BatchNorm + Scale + ReLU, then an NHWC conv2 reading relu1 and an InnerProduct
+# reading the leaky relu2
+ACTIVATION_INTO = BODY.split('layer { name: "pool1"')[0] + """layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+  convolution_param { num_output: 16 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
+layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" relu_param { negative_slope: 0.1 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "conv2" top: "ip1"
+  inner_product_param { num_output: 5 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip1" bottom: "label" top: "loss" }
+"""
+
+
+def test_activation_writes_its_top_in_the_readers_layout(tmp_path, monkeypatch):
+    """relu1 (NCHW bottom) feeds the NHWC conv2 and the leaky relu2 (NHWC bottom) feeds an
+    InnerProduct that flattens NCHW: each writes its top in its reader's layout (one copy with
+    the activation; ActivationInto). Four iterations equal the NCHW solver's."""
+    calls = []
+    fused = accel._ActivationInto.apply
+    monkeypatch.setattr(accel._ActivationInto, "apply", lambda *a: calls.append(a[2]) or fused(*a))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    into = _fed(_solver(tmp_path / "a", ACTIVATION_INTO))
+    nchw = _fed(_solver(tmp_path / "b", ACTIVATION_INTO, channels_last=False))
+    graph = into.net.graph
+    assert [type(graph.module(graph.layer_index(n))).__name__ for n in ("relu1", "relu2")] == \
+        ["ActivationInto", "ActivationInto"]
+    for name, blobs in nchw.net.params.items():
+        for mine, theirs in zip(into.net.params[name], blobs):
+            mine.data[...] = theirs.data
+    into.step(4)
+    nchw.step(4)
+    assert calls == [torch.channels_last, torch.contiguous_format] * 4
+    _assert_trained_alike(into, nchw)
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+@pytest.mark.parametrize("layout, back", [(torch.channels_last, torch.contiguous_format),
+                                          (torch.contiguous_format, torch.channels_last)])
+def test_activation_into_gradient(slope, layout, back):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 3, 4, dtype=torch.float64, generator=gen).contiguous(memory_format=back)
+    x = x.requires_grad_()
+
+    def fn(t):
+        return accel._ActivationInto.apply(t, slope, layout, back)
+
+    y = fn(x)
+    assert y.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(y, torch.nn.functional.leaky_relu(x.detach(), slope))
+    assert torch.autograd.gradcheck(fn, (x,))
+    grad = torch.randn(2, 5, 3, 4, dtype=torch.float64, generator=gen).contiguous(memory_format=back)
+    kept = grad.clone()
+    (got,) = torch.autograd.grad(fn(x), x, grad)  # a gradient already in x's layout: not rewritten
+    torch.testing.assert_close(grad, kept)
+    torch.testing.assert_close(got, torch.where(x.detach() > 0, kept, kept * slope))
