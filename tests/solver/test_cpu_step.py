@@ -213,7 +213,8 @@ def test_channels_last_snapshot_and_resume_keep_caffe_order(tmp_path):
 
 # BODY's conv1 + BatchNorm + Scale + ReLU, then an NHWC conv2 reading relu1 and an InnerProduct
 # reading the leaky relu2
-ACTIVATION_INTO = BODY.split('layer { name: "pool1"')[0] + """layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+ACTIVATION_INTO = BODY.split('layer { name: "pool1"')[0] + """
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
   convolution_param { num_output: 16 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
 layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" relu_param { negative_slope: 0.1 } }
 layer { name: "ip1" type: "InnerProduct" bottom: "conv2" top: "ip1"
