@@ -34,7 +34,7 @@ def _count(shape: Sequence[int], start: int = 0, end: int | None = None) -> int:
 
 def _labels(label: Tensor) -> Tensor:
     """Float labels to int64 by truncation toward zero (``static_cast<int>``)."""
-    return label.detach().to(torch.int64)
+    return label.to(torch.int64)  # an integer tensor carries no gradient
 
 
 def normalizer(mode: int, outer: int, inner: int, valid: int) -> float:
@@ -184,6 +184,7 @@ class SoftmaxWithLoss(LossLayer):
         self.mode = _normalization(self, Norm.VALID)
         self.ignore = _ignore_label(self)
         _, c, _ = self._check_labels(self.bottom_shapes)
+        self._checked: tuple = (None, None)  # (bottom shapes, their (outer, C, inner)) last seen
         lp = self.param.loss_param
         weights = None
         if lp.weight_by_label_freqs:
@@ -212,14 +213,25 @@ class SoftmaxWithLoss(LossLayer):
         return outer, c, inner
 
     def forward(self, x: Tensor, label: Tensor) -> list[Tensor]:
-        outer, c, inner = self._check_labels([tuple(x.shape), tuple(label.shape)])
+        shapes = (tuple(x.shape), tuple(label.shape))
+        if shapes != self._checked[0]:
+            self._checked = (shapes, self._check_labels(shapes))
+        outer, c, inner = self._checked[1]
         labels = _labels(label).reshape(outer, inner)
+        on_cpu = labels.device.type == "cpu"
         if self.ignore is None:  # every label counts: no mask to build, multiply or count
-            _check_label_range(labels, c, self)
+            if not on_cpu:  # on the CPU the gather below checks the range
+                _check_label_range(labels, c, self)
             valid = None
         else:
             valid = _label_mask(labels, self.ignore, c, self)
-        return [_SoftmaxLossFn.apply(x.reshape(outer, c, inner), labels, valid, self.mode, self.class_weights)]
+        try:
+            return [_SoftmaxLossFn.apply(x.reshape(outer, c, inner), labels, valid, self.mode,
+                                         self.class_weights)]
+        except RuntimeError:
+            if valid is None and on_cpu:
+                _label_mask(labels, None, c, self)  # a label out of range: says which
+            raise
 
 
 class _InfogainFn(torch.autograd.Function):

@@ -101,8 +101,8 @@ class BatchNorm(Layer):
         if bn_channels_last.wanted(x, weight):
             top = bn_channels_last.batch_norm_train(x, weight, bias, batch_mean, batch_var, self.eps)
         else:
-            top = F.batch_norm(x, batch_mean, batch_var, weight, bias, training=True, momentum=1.0,
-                               eps=self.eps)
+            top = torch.batch_norm(x, weight, bias, batch_mean, batch_var, True, 1.0, self.eps,
+                                   torch.backends.cudnn.enabled)
         self._accumulate(batch_mean, batch_var)
         return top
 
