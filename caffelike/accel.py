@@ -148,6 +148,11 @@ class _Relayout(torch.autograd.Function):
         return grad.contiguous(memory_format=ctx.back), None, None
 
 
+def _layout_of(x: torch.Tensor) -> torch.memory_format:
+    """The layout a gradient for ``x`` goes back in: x's own (NHWC storage or NCHW)."""
+    return torch.channels_last if stored_nhwc(x) else torch.contiguous_format
+
+
 class LayoutEntry(Delegating):
     """A convolution run in one layout (``channels_last`` or NCHW, as its weights are stored)
     whatever its 4-axis bottoms' layout: a bottom in the other layout enters through
@@ -157,6 +162,7 @@ class LayoutEntry(Delegating):
     def __init__(self, original, channels_last: bool):
         super().__init__(original)
         self.channels_last = channels_last
+        self.layout = torch.channels_last if channels_last else torch.contiguous_format
 
     def forward(self, *bottoms: torch.Tensor) -> list[torch.Tensor]:
         return self.original(*(self._enter(x) for x in bottoms))
@@ -165,12 +171,11 @@ class LayoutEntry(Delegating):
         return self.original.writable_top()
 
     def _enter(self, x: torch.Tensor) -> torch.Tensor:
-        layout = torch.channels_last if self.channels_last else torch.contiguous_format
-        if x.dim() != 4 or x.is_contiguous(memory_format=layout):
+        if x.dim() != 4 or x.is_contiguous(memory_format=self.layout):
             return x
         if not x.requires_grad:
             return x if self.channels_last else x.contiguous()
-        return _Relayout.apply(x, layout, torch.channels_last if stored_nhwc(x) else torch.contiguous_format)
+        return _Relayout.apply(x, self.layout, _layout_of(x))
 
 
 class _ActivationInto(torch.autograd.Function):
@@ -218,8 +223,7 @@ class ActivationInto(Delegating):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if x.dim() != 4 or not x.requires_grad or x.is_contiguous(memory_format=self.layout):
             return self.original(x)
-        back = torch.channels_last if stored_nhwc(x) else torch.contiguous_format
-        return [_ActivationInto.apply(x, self.original.fused_activation(), self.layout, back)]
+        return [_ActivationInto.apply(x, self.original.fused_activation(), self.layout, _layout_of(x))]
 
     def alone(self) -> torch.nn.Module:
         return self.original.alone() if isinstance(self.original, Delegating) else self.original
@@ -241,7 +245,7 @@ def _activations_into_readers(graph) -> int:
             continue
         reader, reader_lay = graph.module(nxt[0]), graph.plan.layers[nxt[0]]
         if isinstance(reader, LayoutEntry):
-            layout = torch.channels_last if reader.channels_last else torch.contiguous_format
+            layout = reader.layout
         elif (reader_lay.type == "InnerProduct" and len(reader.bottom_shapes[0]) == 4
               and reader.param.inner_product_param.axis in (1, -3)):  # flattens C, H, W
             layout = torch.contiguous_format

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from .base import stored_nhwc
+
 _ROW = 256  # values per folded row: a few AVX-512 vectors, whole channel groups
 
 
@@ -26,9 +28,7 @@ def wanted(x: torch.Tensor, weight: torch.Tensor | None) -> bool:
     if x.dim() != 4 or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return False
     channels = x.shape[1]
-    if channels >= 32 or channels % 16 == 0 or x.is_contiguous():
-        return False
-    if not x.is_contiguous(memory_format=torch.channels_last):
+    if channels >= 32 or channels % 16 == 0 or not stored_nhwc(x):
         return False
     if weight is not None and weight.dtype != x.dtype:
         return False

@@ -121,17 +121,20 @@ class NetBlob(Blob):
         """Whether this blob's numpy data was handed out (a script may hold and write it)."""
         return (self._owner or self)._exposed
 
+    def _before_write(self) -> None:
+        # a pending pass reading this input's own tensor gets its copy first (LastPass.alias)
+        if self._aliased_by is not None:
+            self._aliased_by.unalias(self._name)
+
     def write(self, array: np.ndarray) -> None:
         """Copy ``array`` into the data (numpy's broadcasting and casting) without handing the
         array out: pycaffe's ``forward(**inputs)``."""
-        if self._aliased_by is not None:
-            self._aliased_by.unalias(self._name)
+        self._before_write()
         self.data_tensor().numpy()[...] = array
 
     @property
     def data(self) -> np.ndarray:
-        if self._aliased_by is not None:
-            self._aliased_by.unalias(self._name)
+        self._before_write()
         owner = self._owner or self
         if not owner._exposed:
             owner._exposed = True
@@ -173,6 +176,5 @@ class NetBlob(Blob):
     def store(self, attr: str, value: torch.Tensor) -> None:
         if attr == "data":  # a value written now is newer than any pending one
             self._seen = self._last_pass.version
-            if self._aliased_by is not None:
-                self._aliased_by.unalias(self._name)
+            self._before_write()
         super().store(attr, value)
