@@ -179,18 +179,19 @@ class LayoutEntry(Delegating):
 
 
 class _ActivationInto(torch.autograd.Function):
-    """A (leaky) ReLU of ``x`` written in ``layout``: one copy into that layout, then the
-    activation in place on it. Its backward brings the gradient back to x's layout and applies
-    the derivative there in place, from x's sign (Caffe's ReLU backward reads its bottom)."""
+    """A (leaky) ReLU of ``x`` written in ``layout``: one pass reading x and writing the
+    activation into a tensor of that layout. Its backward brings the gradient back to x's
+    layout (a copy: torch's transposing copy beats an elementwise op across layouts) and
+    applies the derivative there in place, from x's sign (Caffe's ReLU backward reads its bottom)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, slope: float, layout: torch.memory_format,
                 back: torch.memory_format) -> torch.Tensor:
-        y = x.contiguous(memory_format=layout)
+        y = torch.empty_like(x, memory_format=layout)
         if slope == 0.0:
-            y.relu_()
+            torch.clamp_min(x, 0.0, out=y)  # torch's relu is this clamp
         else:
-            torch.nn.functional.leaky_relu_(y, slope)
+            torch._C._nn.leaky_relu(x, slope, out=y)
         ctx.save_for_backward(x)
         ctx.slope, ctx.back = slope, back
         return y

@@ -226,6 +226,8 @@ class Layer(nn.Module):
 class Delegating(nn.Module):
     """A stand-in for a layer module that answers every other question as the original does."""
 
+    is_identity = False  # True: the stand-in's top is its bottom (see net.fold.PassThrough)
+
     def __init__(self, original: nn.Module):
         super().__init__()
         self.original = original

@@ -59,6 +59,9 @@ class InnerProduct(Layer):
         axis = canonical_axis(ip.axis, len(shape), self)
         self.num_output = ip.num_output
         self.k = math.prod(shape[axis:])
+        self._transpose, self._bias_term = bool(ip.transpose), bool(ip.bias_term)
+        self._seen_shape: torch.Size | None = None  # the last bottom shape and its axis
+        self._seen_axis = axis
         n = self.num_output
         self.add_blob((self.k, n) if ip.transpose else (n, self.k), ip.weight_filler)
         if ip.bias_term:
@@ -78,16 +81,23 @@ class InnerProduct(Layer):
         return [shape[:self._axis(shape)] + (self.num_output,)]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        ip = self.param.inner_product_param
-        axis = self._axis(tuple(x.shape))
-        k = self.k
-        flat = (_FlattenChannelsLast.apply(x) if axis == 1 and x.requires_grad and stored_nhwc(x)
-                and torch.is_grad_enabled() and not torch.jit.is_tracing()
-                else x.reshape(math.prod(x.shape[:axis]), k))
-        weight = self.blobs[0]
-        bias = self.blobs[1] if ip.bias_term else None
-        out = F.linear(flat, weight.t() if ip.transpose else weight, bias)
-        return [out.reshape(*x.shape[:axis], self.num_output)]
+        shape = x.shape
+        if shape != self._seen_shape:  # the axis check once per bottom shape
+            self._seen_axis = self._axis(tuple(shape))
+            self._seen_shape = shape
+        axis = self._seen_axis
+        if axis == x.dim() - 1:  # (N, K): nothing to flatten
+            flat = x
+        elif (axis == 1 and x.requires_grad and stored_nhwc(x) and torch.is_grad_enabled()
+              and not torch.jit.is_tracing()):
+            flat = _FlattenChannelsLast.apply(x)
+        else:
+            flat = x.reshape(math.prod(shape[:axis]), self.k)
+        blobs = self.blobs._parameters  # not the ParameterList's slower __getitem__
+        weight = blobs["0"]
+        out = F.linear(flat, weight.t() if self._transpose else weight,
+                       blobs["1"] if self._bias_term else None)
+        return [out if axis == 1 else out.reshape(*shape[:axis], self.num_output)]
 
     def fold_head(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         ip = self.param.inner_product_param

@@ -137,21 +137,22 @@ def _check_label_range(labels: Tensor, num_classes: int, layer: Layer) -> None:
 
 
 class _SoftmaxLossFn(torch.autograd.Function):
-    """Softmax + log loss over (outer, C, inner) with Caffe's backward (prob - onehot)."""
+    """Softmax + log loss over (outer, C, inner) with Caffe's backward (prob - onehot).
+
+    ``index`` is the (outer, 1, inner) int64 labels, 0 where ``valid`` is False."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, labels: Tensor, valid: Tensor | None, mode: int,
+    def forward(ctx, x: Tensor, index: Tensor, valid: Tensor | None, mode: int,
                 class_weights: Tensor | None = None) -> Tensor:
         outer, c, inner = x.shape
         prob = torch.softmax(x, dim=1)
-        safe = labels if valid is None else torch.where(valid, labels, torch.zeros_like(labels))
-        index = safe.unsqueeze(1)
-        logs = prob.gather(1, index).clamp_(min=FLT_MIN).log_().squeeze(1)
+        logs = prob.gather(1, index).clamp_(min=FLT_MIN).log_()
         # each item's term (and gradient) times its weight: 0 for an ignored label, and SegNet's
         # class_weighting; no weight at all when every label counts unweighted
-        weight = None if class_weights is None else class_weights.to(x.device, x.dtype)[safe]
+        weight = None if class_weights is None else class_weights.to(x.device, x.dtype)[index]
         if valid is not None:
-            weight = valid.to(x.dtype) if weight is None else weight * valid
+            mask = valid.to(x.dtype).reshape(outer, 1, inner)
+            weight = mask if weight is None else weight * mask
         loss, ctx.norm = _masked_loss(logs if weight is None else logs * weight, valid, mode, outer, inner)
         ctx.save_for_backward(prob, index, weight)
         return loss
@@ -161,7 +162,7 @@ class _SoftmaxLossFn(torch.autograd.Function):
         prob, index, weight = ctx.saved_tensors
         grad = prob.clone().scatter_(1, index, -1.0, reduce="add")
         if weight is not None:
-            grad.mul_(weight.unsqueeze(1))
+            grad.mul_(weight)
         return grad.mul_(dloss / ctx.norm), None, None, None, None
 
 
@@ -217,20 +218,21 @@ class SoftmaxWithLoss(LossLayer):
         if shapes != self._checked[0]:
             self._checked = (shapes, self._check_labels(shapes))
         outer, c, inner = self._checked[1]
-        labels = _labels(label).reshape(outer, inner)
-        on_cpu = labels.device.type == "cpu"
+        index = _labels(label).reshape(outer, 1, inner)
+        on_cpu = index.device.type == "cpu"
         if self.ignore is None:  # every label counts: no mask to build, multiply or count
             if not on_cpu:  # on the CPU the gather below checks the range
-                _check_label_range(labels, c, self)
+                _check_label_range(index, c, self)
             valid = None
         else:
-            valid = _label_mask(labels, self.ignore, c, self)
+            valid = _label_mask(index, self.ignore, c, self)
+            index = torch.where(valid, index, torch.zeros_like(index))
         try:
-            return [_SoftmaxLossFn.apply(x.reshape(outer, c, inner), labels, valid, self.mode,
+            return [_SoftmaxLossFn.apply(x.reshape(outer, c, inner), index, valid, self.mode,
                                          self.class_weights)]
         except RuntimeError:
             if valid is None and on_cpu:
-                _label_mask(labels, None, c, self)  # a label out of range: says which
+                _label_mask(index, None, c, self)  # a label out of range: says which
             raise
 
 

@@ -53,6 +53,8 @@ class BatchNorm(Layer):
                                  "statistics, not learnable parameters; use lr_mult: 0 or no param")
         for shape_ in ((self.channels,), (self.channels,), (1,)):
             self.add_blob(shape_, None, requires_grad=False)
+        self._stats: torch.Tensor | None = None  # see _batch_stats
+        self._stat_rows: tuple[torch.Tensor, ...] = ()
 
     def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
         """Same shape as the bottom."""
@@ -97,24 +99,37 @@ class BatchNorm(Layer):
         # autocast x may be bf16/fp16, which the kernel accepts only with float32 statistics
         # and affine parameters alike.
         dtype = weight.dtype if weight is not None else x.dtype
-        batch_mean, batch_var = torch.zeros(2, self.channels, dtype=dtype, device=x.device).unbind()
+        batch_mean, batch_var, one = self._batch_stats(dtype, x.device)
         if bn_channels_last.wanted(x, weight):
             top = bn_channels_last.batch_norm_train(x, weight, bias, batch_mean, batch_var, self.eps)
         else:
             top = torch.batch_norm(x, weight, bias, batch_mean, batch_var, True, 1.0, self.eps,
                                    torch.backends.cudnn.enabled)
-        self._accumulate(batch_mean, batch_var)
+        self._accumulate(batch_mean, batch_var, one)
         return top
 
-    def _accumulate(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
+    def _batch_stats(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """(mean, variance, 1): where the kernel leaves the batch statistics (zeroed here: with
+        momentum 1 it still reads them, as ``0 * old``), and the 1 added to the scale factor."""
+        stats = self._stats
+        if stats is None or stats.dtype != dtype or stats.device != device:
+            stats = self._stats = torch.zeros(2, self.channels, dtype=dtype, device=device)
+            self._stat_rows = tuple(stats.unbind()) + (torch.ones(1, dtype=dtype, device=device),)
+        else:
+            stats.zero_()
+        return self._stat_rows
+
+    def _accumulate(self, mean: torch.Tensor, unbiased_var: torch.Tensor,
+                    one: torch.Tensor | None = None) -> None:
         """Caffe's running sums: ``factor = maf*factor + 1``, ``blob = maf*blob + batch stat``
         (each product rounded before the sum, as Caffe's axpby). ``mean`` and ``unbiased_var``
-        carry no gradient; the blobs never do."""
+        carry no gradient; the blobs never do. ``one``: a tensor holding 1 in the blobs' dtype."""
         blobs = self.blobs._parameters  # not the ParameterList's slower __getitem__
-        mean_sum, var_sum, factor = blobs["0"], blobs["1"], blobs["2"]
-        torch._foreach_mul_([mean_sum, var_sum, factor], self.moving_average_fraction)
-        torch._foreach_add_([mean_sum, var_sum], [mean, unbiased_var])
-        factor.add_(1.0)
+        sums = [blobs["0"], blobs["1"], blobs["2"]]
+        torch._foreach_mul_(sums, self.moving_average_fraction)
+        if one is None or one.dtype != sums[2].dtype:
+            one = torch.ones_like(sums[2])
+        torch._foreach_add_(sums, [mean, unbiased_var, one])
 
     def affine(self, channels: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """With global statistics, ``x * s - mean * s`` for ``s = 1/sqrt(var + eps)`` (float64)."""

@@ -66,6 +66,8 @@ class PassThrough(Delegating):
     of a training fusion, whose head then runs alone too); otherwise it stays a pass-through
     (deploy folding, where the head always computes the whole chain)."""
 
+    is_identity = True
+
     def __init__(self, original: nn.Module, alone_as_written: bool = False):
         super().__init__(original)
         self.alone_as_written = alone_as_written

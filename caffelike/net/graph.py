@@ -20,8 +20,9 @@ from .build import ParamTable, replace_parameter
 from .plan import LayerPlan, NetPlan
 
 StoredFn = Callable[[str], torch.Tensor]
-# One layer of the run loop: its plan, the module to run, which bottoms to detach, is a source.
-Step = tuple[LayerPlan, nn.Module, tuple[bool, ...], bool]
+# One layer of the run loop: its plan, the module to run (None: nothing to run, the layer
+# leaves its in-place top as it is), which bottoms to detach, is a source.
+Step = tuple[LayerPlan, "nn.Module | None", tuple[bool, ...], bool]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,12 @@ def _fed_source(lay: LayerPlan, values: dict[str, torch.Tensor], stored: StoredF
         if name not in values:
             values[name] = stored(name)
     return True
+
+
+def leaves_top(lay: LayerPlan, module: nn.Module) -> bool:
+    """Whether layer ``lay`` run by ``module`` has nothing to do: an in-place layer whose
+    module is an identity stand-in (a Scale absorbed into its BatchNorm's kernel)."""
+    return isinstance(module, Delegating) and module.is_identity and lay.tops == lay.bottoms
 
 
 def _no_stored(name: str) -> torch.Tensor:
@@ -69,7 +76,8 @@ class NetGraph(nn.Module):
 
     def _make_steps(self) -> None:
         # Flattened once (and after each replacement): the run loop does no lookups per layer.
-        self._steps = self.steps_with({})
+        self._steps = [(lay, None, *rest) if leaves_top(lay, module) else (lay, module, *rest)
+                       for lay, module, *rest in self.steps_with({})]
         self._solo_steps = self.steps_with({i: self.solo(i) for i in range(len(self.layers))})
         self.version += 1
 
@@ -151,6 +159,8 @@ class NetGraph(nn.Module):
         """
         stored = self._stored
         for lay, module, detach_flags, source in (steps or self._steps)[start:end + 1]:
+            if module is None:
+                continue
             if source and _fed_source(lay, values, stored):
                 continue
             bottoms = []

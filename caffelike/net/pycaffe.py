@@ -26,7 +26,7 @@ from ..proto import caffe_pb2
 from .backward import LayerRecord, backward_range, clear_param_diffs, record_forward
 from .blobs import LastPass, NetBlob
 from .build import build_layers, setup_params
-from .graph import NetGraph, ParamInfo
+from .graph import NetGraph, ParamInfo, leaves_top
 from .plan import NetPlan, filter_net, plan_backward, plan_net
 
 log = get_logger("net")
@@ -363,7 +363,7 @@ class Net(nn.Module):
         # (optimize, fusion, sharing) or the net moves.
         key = (self.graph.version, self._device_probe.device)
         if self._fused_steps[0] != key:
-            from .fold import PassThrough, in_place_fusions
+            from .fold import in_place_fusions
             from .packed import packed_swaps, packing_available
 
             swaps = in_place_fusions(self.graph)
@@ -372,8 +372,7 @@ class Net(nn.Module):
                 if packing_available():
                     swaps = packed_swaps(self.graph, swaps)
             # an absorbed layer that rewrote its blob in place has nothing left to do
-            steps = [step for step in self.graph.steps_with(swaps)
-                     if not (isinstance(step[1], PassThrough) and step[0].tops == step[0].bottoms)]
+            steps = [step for step in self.graph.steps_with(swaps) if not leaves_top(step[0], step[1])]
             self._fused_steps = (key, steps)
         return self._fused_steps[1]
 
