@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..foreach import mul_
 from ..proto import caffe_pb2
 from . import bn_channels_last
 from .base import TEST, TRAIN, Delegating, Layer, Shape, register_layer
@@ -126,7 +127,7 @@ class BatchNorm(Layer):
         carry no gradient; the blobs never do. ``one``: a tensor holding 1 in the blobs' dtype."""
         blobs = self.blobs._parameters  # not the ParameterList's slower __getitem__
         sums = [blobs["0"], blobs["1"], blobs["2"]]
-        torch._foreach_mul_(sums, self.moving_average_fraction)
+        mul_(sums, self.moving_average_fraction)
         if one is None or one.dtype != sums[2].dtype:
             one = torch.ones_like(sums[2])
         torch._foreach_add_(sums, [mean, unbiased_var, one])

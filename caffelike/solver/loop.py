@@ -274,13 +274,18 @@ class Solver:
         """One forward (under ``amp``) and backward (of the ``scaler``-scaled loss); (loss, blobs)."""
         self.net.hold_last_pass(None)  # the previous pass's activations go before this forward
         if inputs is None and self._input_blobs:
-            inputs = {name: blob.data_tensor().to(self.device) for name, blob in self._input_blobs}
+            device = self.device
+            inputs = {}
+            for name, blob in self._input_blobs:
+                tensor = blob.data_tensor()
+                inputs[name] = tensor if tensor.device == device else tensor.to(device)
         if inputs is not None and self._channels_last_inputs:
             inputs = accel.channels_last_inputs(inputs)
         with accel.autocast(self.device, amp):
             blobs = self.net.run(inputs)
             objective = self.net.objective(blobs)
-        objective = objective.float()
+        if objective.dtype != torch.float32:
+            objective = objective.float()
         if objective.requires_grad:  # with the net's backward callbacks, as Caffe's Net::Backward
             self.net.backward_with_callbacks(scaler.scaled(objective).backward)
         self.net.hold_last_pass(blobs)  # pycaffe scripts read solver.net.blobs[...] (copied on read)

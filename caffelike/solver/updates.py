@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import SolverError
+from ..foreach import mul_
 
 Tensors = Sequence[torch.Tensor]
 
@@ -79,7 +80,7 @@ def local_values(value: float, mults: tuple[float, ...]) -> tuple[float, ...]:
 def _axpby_(y: Tensors, a: Sequence[float] | float, x: Tensors, b: float) -> None:
     """y = a*x + b*y, each product rounded first (Caffe's caffe_cpu_axpby)."""
     y = list(y)
-    torch._foreach_mul_(y, b)
+    mul_(y, b)
     ax = _scaled(x, a) if not isinstance(a, float) else list(torch._foreach_mul(list(x), a))
     torch._foreach_add_(y, ax)
 
@@ -97,7 +98,7 @@ def clip_gradients(diffs: Tensors, clip: float) -> tuple[float, float] | None:
     l2norm = np.float32(math.sqrt(float(sumsq)))
     if l2norm > np.float32(clip):
         scale = float(np.float32(clip) / l2norm)
-        torch._foreach_mul_(list(diffs), scale)
+        mul_(list(diffs), scale)
         return float(l2norm), scale
     return None
 
@@ -105,7 +106,7 @@ def clip_gradients(diffs: Tensors, clip: float) -> tuple[float, float] | None:
 def normalize(diffs: Tensors, iter_size: int) -> None:
     """Divide the accumulated diffs by iter_size (Caffe's Normalize)."""
     if iter_size != 1:
-        torch._foreach_mul_(list(diffs), f32(1.0 / iter_size))
+        mul_(list(diffs), f32(1.0 / iter_size))
 
 
 def regularize(diffs: Tensors, data: Tensors, decays: Sequence[float], kind: str) -> None:
@@ -130,7 +131,7 @@ def sgd(diffs: Tensors, history: list[torch.Tensor], rates: Sequence[float], hp:
     n = len(diffs)
     hist = history[:n]
     if hp.momentum != 1.0:
-        torch._foreach_mul_(hist, hp.momentum)
+        mul_(hist, hp.momentum)
     _add_scaled_(hist, diffs, rates)
     torch._foreach_copy_(list(diffs), hist)
 
