@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..foreach import mul_
 from ..proto import caffe_pb2
-from . import bn_channels_last
+from . import bn_channels_last, running_sums
 from .base import TEST, TRAIN, Delegating, Layer, Shape, register_layer
 from .vision import PoolGeometry, ave_pool
 
@@ -66,6 +65,7 @@ class BatchNorm(Layer):
 
         ``dtype`` (e.g. float64 for weight folding) converts the blobs before the division.
         """
+        running_sums.flush()  # a layer earlier in this pass may share the blobs
         mean, var, factor = (b.detach() if dtype is None else b.detach().to(dtype) for b in self.blobs)
         inv = torch.where(factor[0] == 0, torch.zeros_like(factor[0]), 1.0 / factor[0])
         return mean * inv, var * inv
@@ -106,7 +106,7 @@ class BatchNorm(Layer):
         else:
             top = torch.batch_norm(x, weight, bias, batch_mean, batch_var, True, 1.0, self.eps,
                                    torch.backends.cudnn.enabled)
-        self._accumulate(batch_mean, batch_var, one)
+        self._accumulate(batch_mean, batch_var, one, buffer=self._stats)
         return top
 
     def _batch_stats(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -117,20 +117,22 @@ class BatchNorm(Layer):
             stats = self._stats = torch.zeros(2, self.channels, dtype=dtype, device=device)
             self._stat_rows = tuple(stats.unbind()) + (torch.ones(1, dtype=dtype, device=device),)
         else:
+            running_sums.release(stats)  # this layer's last statistics may still be queued
             stats.zero_()
         return self._stat_rows
 
     def _accumulate(self, mean: torch.Tensor, unbiased_var: torch.Tensor,
-                    one: torch.Tensor | None = None) -> None:
+                    one: torch.Tensor | None = None, buffer: torch.Tensor | None = None) -> None:
         """Caffe's running sums: ``factor = maf*factor + 1``, ``blob = maf*blob + batch stat``
-        (each product rounded before the sum, as Caffe's axpby). ``mean`` and ``unbiased_var``
-        carry no gradient; the blobs never do. ``one``: a tensor holding 1 in the blobs' dtype."""
+        (each product rounded before the sum, as Caffe's axpby), at the end of the pass
+        (:mod:`.running_sums`). ``mean`` and ``unbiased_var`` carry no gradient; the blobs
+        never do. ``one``: a tensor holding 1 in the blobs' dtype; ``buffer``: the one
+        holding ``mean`` and ``unbiased_var``."""
         blobs = self.blobs._parameters  # not the ParameterList's slower __getitem__
         sums = [blobs["0"], blobs["1"], blobs["2"]]
-        mul_(sums, self.moving_average_fraction)
         if one is None or one.dtype != sums[2].dtype:
             one = torch.ones_like(sums[2])
-        torch._foreach_add_(sums, [mean, unbiased_var, one])
+        running_sums.update(sums, [mean, unbiased_var, one], self.moving_average_fraction, buffer)
 
     def affine(self, channels: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """With global statistics, ``x * s - mean * s`` for ``s = 1/sqrt(var + eps)`` (float64)."""

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
+from ..layers import running_sums
 from ..layers.base import Delegating, Layer
 from .build import ParamTable, replace_parameter
 from .plan import LayerPlan, NetPlan
@@ -157,8 +158,12 @@ class NetGraph(nn.Module):
         ``steps`` (from :meth:`steps_with`) runs other modules for some layers.
         (pycaffe's layer-by-layer forward and backward are in :mod:`.backward`.)
         """
+        with running_sums.deferred():  # BatchNorm's running sums: one update for the pass
+            return self._run_steps((steps or self._steps)[start:end + 1], values)
+
+    def _run_steps(self, steps: list[Step], values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         stored = self._stored
-        for lay, module, detach_flags, source in (steps or self._steps)[start:end + 1]:
+        for lay, module, detach_flags, source in steps:
             if module is None:
                 continue
             if source and _fed_source(lay, values, stored):
