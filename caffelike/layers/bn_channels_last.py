@@ -68,18 +68,24 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
         k = _fold(rows, c)
         shape = (rows // k, k * c)
         grad = grad.contiguous(memory_format=torch.channels_last)
-        x2 = x.permute(0, 2, 3, 1).reshape(shape)
-        g2 = grad.permute(0, 2, 3, 1).reshape(shape)
+        x2, g2 = _folded(x, shape), _folded(grad, shape)
         centred = x2 - mean.repeat(k)
         dbias = g2.sum(0).view(k, c).sum(0)
         dot = torch.linalg.vecdot(g2, centred, dim=0).view(k, c).sum(0)  # sum(dy * (x - mean))
+        dweight = dot * invstd
         dx = None
         if ctx.needs_input_grad[0]:
             gain = invstd if weight is None else weight * invstd
-            # dx = gain*dy - gain*invstd^2*dot/m * (x - mean) - gain*dbias/m
-            dx = centred.mul_((gain * invstd * invstd * dot).mul_(-1.0 / rows).repeat(k))
-            dx.add_((gain * dbias).mul_(-1.0 / rows).repeat(k)).addcmul_(g2, gain.repeat(k))
-            dx = dx.view(n, h, w, c).permute(0, 3, 1, 2)
-        dweight = dot * invstd if weight is not None and ctx.needs_input_grad[1] else None
+            scale = gain * (-1.0 / rows)
+            # dx = gain*dy - gain*invstd^2*dot/m * (x - mean) - gain*dbias/m, per channel
+            a, b, c0 = torch.stack((gain, dweight * invstd * scale, dbias * scale)).repeat(1, k).unbind()
+            dx = torch.addcmul(c0, g2, a).addcmul_(centred, b)
+            dx = dx.as_strided(x.shape, x.stride())
+        dweight = dweight if weight is not None and ctx.needs_input_grad[1] else None
         dbias = dbias if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, dweight, dbias, None, None, None
+
+
+def _folded(t: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """The NHWC memory of a (N, C, H, W) tensor as a contiguous (rows, k*C) matrix."""
+    return t.as_strided(shape, (shape[1], 1), t.storage_offset())
