@@ -146,7 +146,7 @@ def fused_sgd(diffs: Tensors, data: Tensors, history: list[torch.Tensor], rates:
     rate divides it by infinity). False (nothing done) where it does not apply: no momentum
     (Caffe still keeps the last update as history), a torch without the kernel, or blobs off
     the CPU (the path measured and tested here; a GPU keeps the foreach update)."""
-    if hp.momentum == 0.0 or not hasattr(torch, "_fused_sgd_") or not data or data[0].device.type != "cpu":
+    if hp.momentum == 0.0 or not data or data[0].device.type != "cpu" or not _fused_sgd_available():
         return False
     n = len(diffs)
     hist = history[:n]
@@ -158,6 +158,21 @@ def fused_sgd(diffs: Tensors, data: Tensors, history: list[torch.Tensor], rates:
                           grad_scale=_inverse(rate, ws[0].device), found_inf=None)
     torch._foreach_copy_(list(diffs), hist)
     return True
+
+
+@functools.lru_cache(maxsize=1)
+def _fused_sgd_available() -> bool:
+    """Whether this torch has a CPU ``_fused_sgd_`` with the signature used here and the
+    expected result (setup.py allows torch versions older than its CPU kernel)."""
+    try:
+        w, g, v = torch.ones(3), torch.full((3,), 2.0), torch.full((3,), 0.5)
+        torch._fused_sgd_([w], [g], [v], weight_decay=0.25, momentum=0.5, lr=1.0, dampening=0.0,
+                          nesterov=False, maximize=False, is_first_step=False,
+                          grad_scale=torch.tensor(0.5), found_inf=None)
+    except (AttributeError, RuntimeError, TypeError, NotImplementedError):
+        return False
+    # v = 0.5*0.5 + (2/0.5 + 0.25*1) = 4.5, w = 1 - 4.5
+    return bool(torch.equal(v, torch.full((3,), 4.5)) and torch.equal(w, torch.full((3,), -3.5)))
 
 
 @functools.lru_cache(maxsize=64)
