@@ -17,8 +17,23 @@ def _scalar_tensor(value: float, dtype: torch.dtype, device: torch.device) -> to
     return torch.tensor(value, dtype=dtype, device=device)
 
 
+@functools.lru_cache(maxsize=1)
+def _tensor_overload() -> bool:
+    """Whether this torch has ``_foreach_mul_(tensors, 0-d tensor)`` (setup.py allows older ones)."""
+    try:
+        probe = [torch.ones(2)]
+        torch._foreach_mul_(probe, torch.tensor(3.0))
+        return bool(torch.equal(probe[0], torch.full((2,), 3.0)))
+    except (RuntimeError, TypeError):
+        return False
+
+
 def mul_(tensors: list[torch.Tensor], value: float) -> None:
     """Every tensor times ``value`` in place, as ``torch._foreach_mul_(tensors, value)``."""
-    if tensors:
+    if not tensors:
+        return
+    if _tensor_overload():
         first = tensors[0]
         torch._foreach_mul_(tensors, _scalar_tensor(float(value), first.dtype, first.device))
+    else:
+        torch._foreach_mul_(tensors, value)
