@@ -122,7 +122,7 @@ def use_channels_last(net) -> int:
     Activations follow the layout of the convolution weights and inputs; pycaffe's ``.data``
     views still read and write the right elements (numpy follows the strides).
     """
-    return sum(bool(module.to_channels_last()) for _, module in net.graph.pairs())
+    return net.graph.to_channels_last()
 
 
 # Where the CPU rule keeps a convolution NCHW (torch 2.13's oneDNN, measured in training):

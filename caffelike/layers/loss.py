@@ -139,7 +139,7 @@ def _check_label_range(labels: Tensor, num_classes: int, layer: Layer) -> None:
 class _SoftmaxLossFn(torch.autograd.Function):
     """Softmax + log loss over (outer, C, inner) with Caffe's backward (prob - onehot).
 
-    ``index`` is the (outer, 1, inner) int64 labels, 0 where ``valid`` is False."""
+    ``index`` is the (outer, 1, inner) int64 labels, 0 where ``valid`` (same shape) is False."""
 
     @staticmethod
     def forward(ctx, x: Tensor, index: Tensor, valid: Tensor | None, mode: int,
@@ -151,7 +151,7 @@ class _SoftmaxLossFn(torch.autograd.Function):
         # class_weighting; no weight at all when every label counts unweighted
         weight = None if class_weights is None else class_weights.to(x.device, x.dtype)[index]
         if valid is not None:
-            mask = valid.to(x.dtype).reshape(outer, 1, inner)
+            mask = valid.to(x.dtype)
             weight = mask if weight is None else weight * mask
         loss, ctx.norm = _masked_loss(logs if weight is None else logs * weight, valid, mode, outer, inner)
         ctx.save_for_backward(prob, index, weight)

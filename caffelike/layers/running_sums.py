@@ -22,6 +22,11 @@ from ..foreach import mul_
 _open = threading.local()  # .batch: the batch open in this thread, if any
 
 
+def _open_batch() -> "_Batch | None":
+    """The batch open in this thread (none while torch.compile traces: updates apply at once)."""
+    return None if torch.compiler.is_compiling() else getattr(_open, "batch", None)
+
+
 class _Batch:
     def __init__(self) -> None:
         self.groups: dict[tuple, tuple[list, list]] = {}  # (factor, dtype, device) -> (sums, values)
@@ -39,7 +44,7 @@ def update(sums: list[torch.Tensor], values: list[torch.Tensor], factor: float,
            buffer: torch.Tensor | None = None) -> None:
     """``sums[i] = factor*sums[i] + values[i]``, now or at the end of the open batch; ``buffer``:
     the tensor holding the values (its owner calls :func:`release` before rewriting it)."""
-    batch = None if torch.compiler.is_compiling() else getattr(_open, "batch", None)
+    batch = _open_batch()
     if batch is None:
         mul_(sums, factor)
         torch._foreach_add_(sums, values)
@@ -57,14 +62,14 @@ def update(sums: list[torch.Tensor], values: list[torch.Tensor], factor: float,
 
 def release(buffer: torch.Tensor) -> None:
     """Apply the open batch if it still holds values in ``buffer`` (about to be rewritten)."""
-    batch = None if torch.compiler.is_compiling() else getattr(_open, "batch", None)
+    batch = _open_batch()
     if batch is not None and id(buffer) in batch.queued:
         batch.apply()
 
 
 def flush() -> None:
     """Apply the updates queued so far (before reading the blobs in the middle of a pass)."""
-    batch = None if torch.compiler.is_compiling() else getattr(_open, "batch", None)
+    batch = _open_batch()
     if batch is not None:
         batch.apply()
 
@@ -73,7 +78,7 @@ def flush() -> None:
 def deferred() -> Iterator[None]:
     """Queue the updates made inside the block and apply them at its end (nested blocks join
     the outermost one)."""
-    if getattr(_open, "batch", None) is not None or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or getattr(_open, "batch", None) is not None:
         yield
         return
     _open.batch = batch = _Batch()

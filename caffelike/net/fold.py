@@ -208,9 +208,8 @@ def optimize_net(net: "Net", channels_last: bool = True) -> None:
     harmless (already fused layers are not matched again).
     """
     graph = net.graph
-    if channels_last:  # as accel.use_channels_last (which imports this module)
-        for _, module in graph.pairs():
-            module.to_channels_last()
+    if channels_last:
+        graph.to_channels_last()
     if net.phase != TEST:
         log.warning("optimize_net: net '%s' is not a TEST net; BatchNorm with batch statistics "
                     "is left as it is", net.name)

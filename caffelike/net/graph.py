@@ -107,6 +107,11 @@ class NetGraph(nn.Module):
         """``(layer plan, module)`` for every layer, in order."""
         return zip(self.plan.layers, self.layers)
 
+    def to_channels_last(self) -> int:
+        """Ask every layer to store its weights channels_last where it prefers that (4-axis
+        convolutions); returns how many changed."""
+        return sum(bool(module.to_channels_last()) for module in self.layers)
+
     def module(self, index: int) -> nn.Module:
         """The module of layer ``index``."""
         return self.layers[index]
