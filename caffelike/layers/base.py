@@ -104,6 +104,10 @@ class Layer(nn.Module):
     prefers_channels_last: ClassVar[bool] = False  # runs faster on channels_last activations
     # forward gives correct tops (in any layout) for channels_last bottoms, without a copy
     keeps_layout: ClassVar[bool] = False
+    # tops the net keeps from pass to pass (indices): each is filled once with held_value()
+    # when the net is built, then fed from the net's blob as an Input's top is, so a value a
+    # script writes there is what the next pass reads (Caffe's constant DummyData tops)
+    held_tops: frozenset[int] = frozenset()
 
     def __init__(self, param: caffe_pb2.LayerParameter | None = None,
                  bottom_shapes: Sequence[Shape] | None = None, phase: int = TEST,
@@ -143,6 +147,10 @@ class Layer(nn.Module):
     def forward(self, *bottoms: Any) -> list[torch.Tensor] | None:
         """The tops for these bottom tensors; a pycaffe layer's is ``forward(bottom, top)``."""
         raise NotImplementedError(f"{type(self).__name__} does not define forward")
+
+    def held_value(self, index: int) -> torch.Tensor:
+        """The first value of held top ``index`` (see :attr:`held_tops`)."""
+        raise NotImplementedError(f"{type(self).__name__} holds no top {index}")
 
     def top_shapes(self, bottom_shapes: Sequence[Shape]) -> list[Shape]:
         """Shapes of the tops for these bottom shapes, computed without real data.

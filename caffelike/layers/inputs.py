@@ -74,8 +74,9 @@ class DummyData(_SourceLayer):
 
     Caffe semantics: shapes from ``shape`` (once or per top) or the legacy
     ``num/channels/height/width`` (each once or per top); one filler for all tops or one per
-    top. Constant fillers fill once; other fillers refill on every forward. Pinned by golden
-    ``DummyData__constant``.
+    top. Constant fillers fill once; other fillers refill on every forward. In a net a constant
+    top is held (:attr:`~caffelike.layers.base.Layer.held_tops`): a value a script writes into
+    its blob stays, as in Caffe. Pinned by golden ``DummyData__constant``.
     """
 
     def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: Sequence[Shape] = (),
@@ -89,9 +90,10 @@ class DummyData(_SourceLayer):
         fillers = list(dp.data_filler) or [_CONSTANT_ZERO]
         self.fillers = [_pick(fillers, i) for i in range(n)]
         self._constant = [f.type == "constant" for f in self.fillers]
-        for i, constant in enumerate(self._constant):
-            if constant:  # filled once, like Caffe; a buffer so that .to(device) moves it
-                self.register_buffer(f"_top{i}", self._fill(i), persistent=False)
+        # Caffe fills a constant top once and never again: the net holds it between passes
+        self.held_tops = frozenset(i for i, constant in enumerate(self._constant) if constant)
+        for i in self.held_tops:  # a buffer, so that .to(device) moves it
+            self.register_buffer(f"_top{i}", self._fill(i), persistent=False)
 
     def _shapes(self, dp: caffe_pb2.DummyDataParameter, n: int) -> list[Shape]:
         legacy = {name: list(getattr(dp, name)) for name in ("num", "channels", "height", "width")}
@@ -116,8 +118,11 @@ class DummyData(_SourceLayer):
     def top_shapes(self, bottom_shapes: Sequence[Shape] = ()) -> list[Shape]:
         return list(self.shapes)
 
+    def held_value(self, index: int) -> torch.Tensor:
+        return getattr(self, f"_top{index}").clone()
+
     def forward(self) -> list[torch.Tensor]:
-        return [getattr(self, f"_top{i}").clone() if constant else self._fill(i)
+        return [self.held_value(i) if constant else self._fill(i)
                 for i, constant in enumerate(self._constant)]
 
 

@@ -85,8 +85,9 @@ def _record_layer(graph: NetGraph, i: int, stored: BlobTensor, records: dict[int
         records.pop(i, None)
         with torch.no_grad():
             tops = list(module(*bottoms))
-    for name, t in zip(lay.tops, tops):
-        values[name] = t.detach()
+    held = getattr(module, "held_tops", ())
+    for i, (name, t) in enumerate(zip(lay.tops, tops)):
+        values[name] = stored(name) if i in held else t.detach()
 
 
 def backward_range(graph: NetGraph, start: int, end: int, records: Mapping[int, LayerRecord],

@@ -37,15 +37,23 @@ class ParamInfo:
     index: int
 
 
-def _fed_source(lay: LayerPlan, values: dict[str, torch.Tensor], stored: StoredFn) -> bool:
-    """Whether source layer ``lay`` is not run: an Input layer, or one whose tops are all in
-    ``values``; its tops missing from ``values`` are then read from the stored blobs."""
-    if not (lay.info.is_input or (lay.tops and all(t in values for t in lay.tops))):
-        return False
-    for name in lay.tops:
-        if name not in values:
+def _run_source(lay: LayerPlan, module: nn.Module, values: dict[str, torch.Tensor],
+                stored: StoredFn) -> None:
+    """Put the tops of source layer ``lay`` in ``values``. An Input layer's, and those of one
+    whose tops are all in ``values`` already, are not computed: the missing ones are read from
+    the stored blobs. Otherwise ``module`` runs; its held tops (:attr:`Layer.held_tops`) are
+    then read from the stored blobs too (unless ``values`` has them)."""
+    if lay.info.is_input or (lay.tops and all(t in values for t in lay.tops)):
+        for name in lay.tops:
+            if name not in values:
+                values[name] = stored(name)
+        return
+    held = getattr(module, "held_tops", ())
+    for i, (name, t) in enumerate(zip(lay.tops, module())):
+        if i not in held:
+            values[name] = t
+        elif name not in values:
             values[name] = stored(name)
-    return True
 
 
 def leaves_top(lay: LayerPlan, module: nn.Module) -> bool:
@@ -159,7 +167,8 @@ class NetGraph(nn.Module):
         """Run layers ``start``..``end`` (inclusive) over ``values`` (blob name -> tensor), in place.
 
         A bottom no earlier layer of the run wrote is read from the stored blobs. A source layer
-        (no bottoms) whose tops are all in ``values`` is not run; an Input layer never is.
+        (no bottoms) whose tops are all in ``values`` is not run; an Input layer never is, and
+        held tops are read from the stored blobs.
         ``steps`` (from :meth:`steps_with`) runs other modules for some layers.
         (pycaffe's layer-by-layer forward and backward are in :mod:`.backward`.)
         """
@@ -171,7 +180,8 @@ class NetGraph(nn.Module):
         for lay, module, detach_flags, source in steps:
             if module is None:
                 continue
-            if source and _fed_source(lay, values, stored):
+            if source:
+                _run_source(lay, module, values, stored)
                 continue
             bottoms = []
             for name, detach in zip(lay.bottoms, detach_flags):
@@ -192,7 +202,8 @@ class NetGraph(nn.Module):
             return self.run_range(0, len(self) - 1, values, steps)
         stored = self._stored
         for lay, module, _, source in steps:
-            if source and _fed_source(lay, values, stored):
+            if source:
+                _run_source(lay, module, values, stored)
                 continue
             call = module if (module._forward_hooks or module._forward_pre_hooks) else module.forward
             bottoms = []

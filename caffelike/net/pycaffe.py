@@ -142,6 +142,9 @@ class Net(nn.Module):
         self._blobs = OrderedDict((n, NetBlob(shapes[n], n, None if n in plan.input_names else self._last_pass))
                                   for n in plan.blob_names)
         self._share_split_data()
+        for lay, module in self.graph.pairs():
+            for i in getattr(module, "held_tops", ()):  # Caffe fills them once, at set-up
+                self._blobs[lay.tops[i]].data_tensor().copy_(module.held_value(i))
         for n, w in self.graph.loss_weights.items():  # Caffe presets a loss top's diff to its loss weight
             self._blobs[n].diff_tensor().fill_(w)
         self._views = [LayerView(m) for m in modules]
