@@ -69,21 +69,27 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
         shape = (rows // k, k * c)
         grad = grad.contiguous(memory_format=torch.channels_last)
         x2, g2 = _folded(x, shape), _folded(grad, shape)
-        centred = x2 - mean.repeat(k)
-        dbias = g2.sum(0).view(k, c).sum(0)
-        dot = torch.linalg.vecdot(g2, centred, dim=0).view(k, c).sum(0)  # sum(dy * (x - mean))
+        centred = x2 - _tiled(mean, k)
+        # column sums of dy and dy*(x - mean), then over the k channel groups of a folded row
+        dbias, dot = torch.stack((g2.sum(0), (g2 * centred).sum(0))).view(2, k, c).sum(1).unbind()
         dweight = dot * invstd
         dx = None
         if ctx.needs_input_grad[0]:
             gain = invstd if weight is None else weight * invstd
             scale = gain * (-1.0 / rows)
             # dx = gain*dy - gain*invstd^2*dot/m * (x - mean) - gain*dbias/m, per channel
-            a, b, c0 = torch.stack((gain, dweight * invstd * scale, dbias * scale)).repeat(1, k).unbind()
+            a, b, c0 = _tiled(torch.stack((gain, dweight * invstd * scale, dbias * scale)), k).unbind()
             dx = torch.addcmul(c0, g2, a).addcmul_(centred, b)
             dx = dx.as_strided(x.shape, x.stride())
         dweight = dweight if weight is not None and ctx.needs_input_grad[1] else None
         dbias = dbias if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, dweight, dbias, None, None, None
+
+
+def _tiled(t: torch.Tensor, k: int) -> torch.Tensor:
+    """``t``'s last axis (channels) repeated ``k`` times, as the folded rows hold them."""
+    *lead, c = t.shape
+    return t.unsqueeze(-2).expand(*lead, k, c).reshape(*lead, k * c)
 
 
 def _folded(t: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:

@@ -22,6 +22,7 @@ Tensor = torch.Tensor
 Norm = caffe_pb2.LossParameter
 
 FLT_MIN = float(np.finfo(np.float32).tiny)  # softmax_loss_layer.cpp clips probabilities here
+LOG_FLT_MIN = float(np.log(np.float64(FLT_MIN)))
 LOG_THRESHOLD = 1e-20  # kLOG_THRESHOLD (loss_layers.hpp): Infogain / MultinomialLogistic clip
 
 
@@ -166,6 +167,31 @@ class _SoftmaxLossFn(torch.autograd.Function):
         return grad.mul_(dloss / ctx.norm), None, None, None, None
 
 
+class _RowSoftmaxLossFn(torch.autograd.Function):
+    """:class:`_SoftmaxLossFn` for (N, C) scores whose every label counts, unweighted, in
+    torch's fused kernels (``log_softmax``, ``nll_loss``): ``-sum(max(log p, log FLT_MIN))``
+    over the N labels, divided by N (``mean``) or by 1 (``sum``, Caffe's NONE), and Caffe's
+    gradient ``(p - onehot) * dloss / norm``, which the clip does not enter."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, target: Tensor, reduction: int) -> Tensor:
+        logp = torch.log_softmax(x, 1)
+        loss, total = torch.ops.aten.nll_loss_forward(logp.clamp_min(LOG_FLT_MIN), target, None,
+                                                      reduction, -100)
+        ctx.save_for_backward(logp, target, total)
+        ctx.reduction = reduction
+        return loss
+
+    @staticmethod
+    def backward(ctx, dloss: Tensor):
+        logp, target, total = ctx.saved_tensors
+        dlogp = torch.ops.aten.nll_loss_backward(dloss, logp, target, None, ctx.reduction, -100, total)
+        return torch.ops.aten._log_softmax_backward_data(dlogp, logp, 1, logp.dtype), None, None
+
+
+_REDUCTION = {Norm.FULL: 1, Norm.VALID: 1, Norm.BATCH_SIZE: 1, Norm.NONE: 2}  # mean over N, sum
+
+
 @register_layer("SoftmaxWithLoss", bottoms=2, tops=(1, 2), loss=True)
 class SoftmaxWithLoss(LossLayer):
     """Softmax over ``softmax_param.axis`` then the mean negative log-likelihood of the labels.
@@ -218,6 +244,8 @@ class SoftmaxWithLoss(LossLayer):
         if shapes != self._checked[0]:
             self._checked = (shapes, self._check_labels(shapes))
         outer, c, inner = self._checked[1]
+        if inner == 1 and outer and self.ignore is None and self.class_weights is None:
+            return [self._rows(x, label, outer, c)]
         index = _labels(label).reshape(outer, 1, inner)
         on_cpu = index.device.type == "cpu"
         if self.ignore is None:  # every label counts: no mask to build, multiply or count
@@ -233,6 +261,19 @@ class SoftmaxWithLoss(LossLayer):
         except RuntimeError:
             if valid is None and on_cpu:
                 _label_mask(index, None, c, self)  # a label out of range: says which
+            raise
+
+    def _rows(self, x: Tensor, label: Tensor, outer: int, c: int) -> Tensor:
+        """The loss of (outer, C) scores whose every label counts (:class:`_RowSoftmaxLossFn`)."""
+        target = _labels(label).view(outer)
+        on_cpu = target.device.type == "cpu"
+        if not on_cpu:  # on the CPU nll_loss checks the range
+            _check_label_range(target, c, self)
+        try:
+            return _RowSoftmaxLossFn.apply(x.reshape(outer, c), target, _REDUCTION[self.mode])
+        except (RuntimeError, IndexError):  # IndexError: nll_loss's out-of-range target
+            if on_cpu:
+                _label_mask(target, None, c, self)  # a label out of range: says which
             raise
 
 

@@ -176,6 +176,39 @@ def test_softmax_loss_without_ignore_label_is_cross_entropy() -> None:
     torch.testing.assert_close(x.grad, ref_x.grad)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_softmax_loss_clips_at_flt_min_but_its_gradient_does_not(dtype) -> None:
+    # softmax_loss_layer.cpp: loss -= log(max(prob[label], FLT_MIN)); backward (prob - onehot),
+    # unclipped. Row 0's label has prob exp(-200) (clipped), row 1's exp(-50) (not clipped).
+    layer = _layer("SoftmaxWithLoss", [(2, 2), (2,)])
+    x = torch.tensor([[200.0, 0.0], [50.0, 0.0]], dtype=dtype, requires_grad=True)
+    loss = layer(x, torch.tensor([1.0, 1.0], dtype=dtype))[0]
+    flt_min = float(np.finfo(np.float32).tiny)
+    expected = (-math.log(flt_min) + 50.0 + math.log1p(math.exp(-50.0))) / 2
+    assert loss.dtype == dtype
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    loss.backward(torch.tensor(3.0, dtype=dtype))  # a loss weight of 3
+    p1 = 1.0 / (1.0 + math.exp(-50.0))
+    expected_grad = np.array([[1.0, -1.0], [p1, -p1]]) * 3.0 / 2
+    np.testing.assert_allclose(x.grad.numpy(), expected_grad, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode,divisor", [("VALID", 3), ("FULL", 3), ("BATCH_SIZE", 3), ("NONE", 1)])
+def test_softmax_loss_normalization_of_row_scores(mode: str, divisor: int) -> None:
+    lp = caffe_pb2.LossParameter(normalization=getattr(caffe_pb2.LossParameter, mode))
+    layer = _layer("SoftmaxWithLoss", [(3, 4), (3,)], loss_param=lp)
+    x = torch.tensor([[0.1, 0.2, 0.3, 0.4], [2.0, -1.0, 0.0, 1.0], [0.0, 0.0, 0.0, 5.0]],
+                     dtype=torch.float64, requires_grad=True)
+    labels = [3, 0, 1]
+    layer(x, torch.tensor(labels, dtype=torch.float64))[0].backward()
+    xs = x.detach().numpy()
+    p = np.exp(xs) / np.exp(xs).sum(axis=1, keepdims=True)
+    expected = -sum(math.log(p[i, y]) for i, y in enumerate(labels)) / divisor
+    assert float(layer(x, torch.tensor(labels, dtype=torch.float64))[0]) == pytest.approx(expected, rel=1e-12)
+    p[np.arange(3), labels] -= 1
+    np.testing.assert_allclose(x.grad.numpy(), p / divisor, rtol=1e-12)
+
+
 @pytest.mark.parametrize("type_name,shapes", [
     ("SoftmaxWithLoss", [(2, 3, 4), (2, 4)]),
     ("EuclideanLoss", [(2, 3), (2, 3)]),
