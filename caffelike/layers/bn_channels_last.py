@@ -70,8 +70,9 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
         grad = grad.contiguous(memory_format=torch.channels_last)
         x2, g2 = _folded(x, shape), _folded(grad, shape)
         centred = x2 - _tiled(mean, k)
+        work = g2 * centred  # then dx, in the same memory
         # column sums of dy and dy*(x - mean), then over the k channel groups of a folded row
-        dbias, dot = torch.stack((g2.sum(0), (g2 * centred).sum(0))).view(2, k, c).sum(1).unbind()
+        dbias, dot = torch.stack((g2.sum(0), work.sum(0))).view(2, k, c).sum(1).unbind()
         dweight = dot * invstd
         dx = None
         if ctx.needs_input_grad[0]:
@@ -79,7 +80,7 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
             scale = gain * (-1.0 / rows)
             # dx = gain*dy - gain*invstd^2*dot/m * (x - mean) - gain*dbias/m, per channel
             a, b, c0 = _tiled(torch.stack((gain, dweight * invstd * scale, dbias * scale)), k).unbind()
-            dx = torch.addcmul(c0, g2, a).addcmul_(centred, b)
+            dx = torch.addcmul(c0, g2, a, out=work).addcmul_(centred, b)
             dx = dx.as_strided(x.shape, x.stride())
         dweight = dweight if weight is not None and ctx.needs_input_grad[1] else None
         dbias = dbias if ctx.has_bias and ctx.needs_input_grad[2] else None

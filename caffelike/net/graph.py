@@ -13,7 +13,8 @@ from typing import Callable, Iterator, Mapping
 
 import torch
 from torch import nn
-from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
+from torch.nn.modules.module import (_global_backward_hooks, _global_backward_pre_hooks, _global_forward_hooks,
+                                     _global_forward_pre_hooks)
 
 from ..layers import running_sums
 from ..layers.base import Delegating, Layer
@@ -177,6 +178,9 @@ class NetGraph(nn.Module):
 
     def _run_steps(self, steps: list[Step], values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         stored = self._stored
+        # nn.Module's __call__ only adds hook dispatch: call forward itself where no hook is set
+        direct = not (_global_forward_hooks or _global_forward_pre_hooks or _global_backward_hooks
+                      or _global_backward_pre_hooks or torch._C._get_tracing_state())
         for lay, module, detach_flags, source in steps:
             if module is None:
                 continue
@@ -189,7 +193,11 @@ class NetGraph(nn.Module):
                 if t is None:  # a run that starts mid-net reads the stored blobs
                     t = values[name] = stored(name)
                 bottoms.append(t.detach() if detach and t.requires_grad else t)
-            tops = module(*bottoms)
+            if direct and not (module._forward_hooks or module._forward_pre_hooks
+                               or module._backward_hooks or module._backward_pre_hooks):
+                tops = module.forward(*bottoms)
+            else:
+                tops = module(*bottoms)
             for name, t in zip(lay.tops, tops):
                 values[name] = t
         return values

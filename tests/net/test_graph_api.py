@@ -111,3 +111,32 @@ def test_no_module_outside_the_net_package_reads_its_private_members():
                         and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: .{node.attr}")
     assert not offenders, "private members of Net/NetGraph used outside caffelike/net/:\n" + "\n".join(offenders)
+
+
+def test_the_training_pass_honours_torch_module_hooks(tmp_path):
+    # The run loop calls a layer's forward itself when no hook is set: a hook set on a layer,
+    # or globally, must still be called (torch.nn.Module's contract).
+    import torch
+
+    path = tmp_path / "net.prototxt"
+    path.write_text(NET)
+    net = Net(str(path), caffelike.TRAIN)
+    module = next(m for lay, m in net.graph.pairs() if lay.name == "ip")
+    seen = []
+    inputs = {"data": torch.ones(2, 3), "label": torch.zeros(2)}
+    handles = [module.register_forward_pre_hook(lambda m, args: seen.append("pre")),
+               module.register_forward_hook(lambda m, args, out: seen.append("post"))]
+    net.run(inputs)
+    assert seen == ["pre", "post"]
+    for handle in handles:
+        handle.remove()
+    seen.clear()
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, args, out: seen.append(type(m).__name__))
+    try:
+        net.run(inputs)
+    finally:
+        handle.remove()
+    assert "InnerProduct" in seen and "SoftmaxWithLoss" in seen
+    seen.clear()
+    net.run(inputs)
+    assert seen == []
