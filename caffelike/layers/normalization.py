@@ -128,7 +128,7 @@ class BatchNorm(Layer):
         (:mod:`.running_sums`). ``mean`` and ``unbiased_var`` carry no gradient; the blobs
         never do. ``one``: a tensor holding 1 in the blobs' dtype; ``buffer``: the one
         holding ``mean`` and ``unbiased_var``."""
-        blobs = self.blobs._parameters  # not the ParameterList's slower __getitem__
+        blobs = self._modules["blobs"]._parameters  # not the ParameterList's slower __getitem__
         sums = [blobs["0"], blobs["1"], blobs["2"]]
         if one is None or one.dtype != sums[2].dtype:
             one = torch.ones_like(sums[2])
@@ -171,14 +171,14 @@ class FusedBatchNormScale(Delegating):
         return self.original
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        bn, scale = self.original, self._scale
+        bn, scale, keys = self._modules["original"], self._scale, self._keys
         if not bn.use_global_stats and x.numel() // bn.channels <= 1:
             return scale(*bn(x))  # BatchNorm's own degenerate-batch path, then the Scale
-        if self._keys is None:
+        if keys is None:
             gamma, beta = scale.learned_channel_affine(bn.channels)
-        else:
-            blobs = scale.blobs._parameters
-            gamma, beta = (None if key is None else blobs[key] for key in self._keys)
+        else:  # the dicts themselves: attribute lookups through nn.Module cost microseconds
+            blobs = scale._modules["blobs"]._parameters
+            gamma, beta = blobs[keys[0]], (None if keys[1] is None else blobs[keys[1]])
         return [bn.normalize(x, gamma, beta)]
 
 
