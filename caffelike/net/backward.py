@@ -86,8 +86,8 @@ def _record_layer(graph: NetGraph, i: int, stored: BlobTensor, records: dict[int
         with torch.no_grad():
             tops = list(module(*bottoms))
     held = getattr(module, "held_tops", ())
-    for i, (name, t) in enumerate(zip(lay.tops, tops)):
-        values[name] = stored(name) if i in held else t.detach()
+    for k, (name, t) in enumerate(zip(lay.tops, tops)):
+        values[name] = stored(name) if k in held else t.detach()
 
 
 def backward_range(graph: NetGraph, start: int, end: int, records: Mapping[int, LayerRecord],
