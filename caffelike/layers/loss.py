@@ -9,7 +9,7 @@ Labels arrive as float tensors and are truncated to int as ``static_cast<int>`` 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -245,35 +245,29 @@ class SoftmaxWithLoss(LossLayer):
             self._checked = (shapes, self._check_labels(shapes))
         outer, c, inner = self._checked[1]
         if inner == 1 and outer and self.ignore is None and self.class_weights is None:
-            return [self._rows(x, label, outer, c)]
+            target = _labels(label).view(outer)
+            return [self._every_label_counts(target, c, lambda: _RowSoftmaxLossFn.apply(
+                x.reshape(outer, c), target, _REDUCTION[self.mode]))]
         index = _labels(label).reshape(outer, 1, inner)
-        on_cpu = index.device.type == "cpu"
         if self.ignore is None:  # every label counts: no mask to build, multiply or count
-            if not on_cpu:  # on the CPU the gather below checks the range
-                _check_label_range(index, c, self)
-            valid = None
-        else:
-            valid = _label_mask(index, self.ignore, c, self)
-            index = torch.where(valid, index, torch.zeros_like(index))
-        try:
-            return [_SoftmaxLossFn.apply(x.reshape(outer, c, inner), index, valid, self.mode,
-                                         self.class_weights)]
-        except RuntimeError:
-            if valid is None and on_cpu:
-                _label_mask(index, None, c, self)  # a label out of range: says which
-            raise
+            return [self._every_label_counts(index, c, lambda: _SoftmaxLossFn.apply(
+                x.reshape(outer, c, inner), index, None, self.mode, self.class_weights))]
+        valid = _label_mask(index, self.ignore, c, self)
+        index = torch.where(valid, index, torch.zeros_like(index))
+        return [_SoftmaxLossFn.apply(x.reshape(outer, c, inner), index, valid, self.mode, self.class_weights)]
 
-    def _rows(self, x: Tensor, label: Tensor, outer: int, c: int) -> Tensor:
-        """The loss of (outer, C) scores whose every label counts (:class:`_RowSoftmaxLossFn`)."""
-        target = _labels(label).view(outer)
-        on_cpu = target.device.type == "cpu"
-        if not on_cpu:  # on the CPU nll_loss checks the range
-            _check_label_range(target, c, self)
+    def _every_label_counts(self, labels: Tensor, c: int, loss: Callable[[], Tensor]) -> Tensor:
+        """``loss()`` of labels that all count, with no mask built: on the CPU its kernel
+        (gather, nll_loss) checks their range, elsewhere one min/max pass does; a label out of
+        range is a user error naming it."""
+        on_cpu = labels.device.type == "cpu"
+        if not on_cpu:
+            _check_label_range(labels, c, self)
         try:
-            return _RowSoftmaxLossFn.apply(x.reshape(outer, c), target, _REDUCTION[self.mode])
+            return loss()
         except (RuntimeError, IndexError):  # IndexError: nll_loss's out-of-range target
             if on_cpu:
-                _label_mask(target, None, c, self)  # a label out of range: says which
+                _label_mask(labels, None, c, self)  # a label out of range: says which
             raise
 
 

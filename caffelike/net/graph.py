@@ -57,6 +57,13 @@ def _run_source(lay: LayerPlan, module: nn.Module, values: dict[str, torch.Tenso
             values[name] = stored(name)
 
 
+def _hooked(module: nn.Module) -> bool:
+    """Whether a torch hook is set on ``module``: then it is called, not its ``forward`` (the
+    run loops skip nn.Module's ``__call__``, which only adds the hook dispatch)."""
+    return bool(module._forward_hooks or module._forward_pre_hooks
+                or module._backward_hooks or module._backward_pre_hooks)
+
+
 def leaves_top(lay: LayerPlan, module: nn.Module) -> bool:
     """Whether layer ``lay`` run by ``module`` has nothing to do: an in-place layer whose
     module is an identity stand-in (a Scale absorbed into its BatchNorm's kernel)."""
@@ -178,7 +185,6 @@ class NetGraph(nn.Module):
 
     def _run_steps(self, steps: list[Step], values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         stored = self._stored
-        # nn.Module's __call__ only adds hook dispatch: call forward itself where no hook is set
         direct = not (_global_forward_hooks or _global_forward_pre_hooks or _global_backward_hooks
                       or _global_backward_pre_hooks or torch._C._get_tracing_state())
         for lay, module, detach_flags, source in steps:
@@ -193,11 +199,7 @@ class NetGraph(nn.Module):
                 if t is None:  # a run that starts mid-net reads the stored blobs
                     t = values[name] = stored(name)
                 bottoms.append(t.detach() if detach and t.requires_grad else t)
-            if direct and not (module._forward_hooks or module._forward_pre_hooks
-                               or module._backward_hooks or module._backward_pre_hooks):
-                tops = module.forward(*bottoms)
-            else:
-                tops = module(*bottoms)
+            tops = module.forward(*bottoms) if direct and not _hooked(module) else module(*bottoms)
             for name, t in zip(lay.tops, tops):
                 values[name] = t
         return values
@@ -213,7 +215,7 @@ class NetGraph(nn.Module):
             if source:
                 _run_source(lay, module, values, stored)
                 continue
-            call = module if (module._forward_hooks or module._forward_pre_hooks) else module.forward
+            call = module if _hooked(module) else module.forward
             bottoms = []
             for name in lay.bottoms:
                 t = values.get(name)
