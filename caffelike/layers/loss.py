@@ -167,26 +167,19 @@ class _SoftmaxLossFn(torch.autograd.Function):
         return grad.mul_(dloss / ctx.norm), None, None, None, None
 
 
-class _RowSoftmaxLossFn(torch.autograd.Function):
-    """:class:`_SoftmaxLossFn` for (N, C) scores whose every label counts, unweighted, in
-    torch's fused kernels (``log_softmax``, ``nll_loss``): ``-sum(max(log p, log FLT_MIN))``
-    over the N labels, divided by N (``mean``) or by 1 (``sum``, Caffe's NONE), and Caffe's
-    gradient ``(p - onehot) * dloss / norm``, which the clip does not enter."""
+def _row_softmax_loss(x: Tensor, target: Tensor, reduction: int) -> Tensor:
+    """:class:`_SoftmaxLossFn` for (N, C) scores whose every label counts, unweighted:
+    ``-sum(max(log p, log FLT_MIN))`` over the N labels, divided by N (``reduction`` 1, mean)
+    or by 1 (2, sum: Caffe's NONE), with Caffe's gradient ``(p - onehot) * dloss / norm``,
+    which the clip does not enter.
 
-    @staticmethod
-    def forward(ctx, x: Tensor, target: Tensor, reduction: int) -> Tensor:
-        logp = torch.log_softmax(x, 1)
-        loss, total = torch.ops.aten.nll_loss_forward(logp.clamp_min(LOG_FLT_MIN), target, None,
-                                                      reduction, -100)
-        ctx.save_for_backward(logp, target, total)
-        ctx.reduction = reduction
-        return loss
-
-    @staticmethod
-    def backward(ctx, dloss: Tensor):
-        logp, target, total = ctx.saved_tensors
-        dlogp = torch.ops.aten.nll_loss_backward(dloss, logp, target, None, ctx.reduction, -100, total)
-        return torch.ops.aten._log_softmax_backward_data(dlogp, logp, 1, logp.dtype), None, None
+    Only torch operations with built-in derivatives (``log_softmax``, ``nll_loss``), so the
+    backward never enters Python: the clipped log p is passed on with the unclipped one's
+    gradient (``clipped + (logp - logp)``, whose second term is an exact zero for a finite
+    log p; a label whose log p is -inf gives NaN, and the caller takes the general path)."""
+    logp = torch.log_softmax(x, 1)
+    passed = logp.clamp_min(LOG_FLT_MIN).detach() + (logp - logp.detach())
+    return torch._C._nn.nll_loss(passed, target, None, reduction, -100)
 
 
 _REDUCTION = {Norm.FULL: 1, Norm.VALID: 1, Norm.BATCH_SIZE: 1, Norm.NONE: 2}  # mean over N, sum
@@ -246,8 +239,13 @@ class SoftmaxWithLoss(LossLayer):
         outer, c, inner = self._checked[1]
         if inner == 1 and outer and self.ignore is None and self.class_weights is None:
             target = _labels(label).view(outer)
-            return [self._every_label_counts(target, c, lambda: _RowSoftmaxLossFn.apply(
-                x.reshape(outer, c), target, _REDUCTION[self.mode]))]
+            # elsewhere the NaN test below would wait for the device, or break a graph
+            if x.device.type == "cpu" and not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
+                loss = self._every_label_counts(target, c, lambda: _row_softmax_loss(
+                    x.reshape(outer, c), target, _REDUCTION[self.mode]))
+                value = loss.item()
+                if value == value:  # NaN only from a score of -inf (or NaN): the path below is exact
+                    return [loss]
         index = _labels(label).reshape(outer, 1, inner)
         if self.ignore is None:  # every label counts: no mask to build, multiply or count
             return [self._every_label_counts(index, c, lambda: _SoftmaxLossFn.apply(

@@ -393,7 +393,7 @@ def _floor_at_minus_flt_max(vals: torch.Tensor) -> torch.Tensor:
     return torch.where(vals > -FLT_MAX, vals, -FLT_MAX)
 
 
-def max_pool(x: torch.Tensor, g: PoolGeometry, with_mask: bool = True
+def max_pool(x: torch.Tensor, g: PoolGeometry, with_mask: bool = True, floor: bool = True
              ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Caffe MAX pooling of (N, C, H, W): (values, argmax as a float flat index h*W+w).
 
@@ -401,14 +401,16 @@ def max_pool(x: torch.Tensor, g: PoolGeometry, with_mask: bool = True
     order is taken (strict ``>``), and the gradient goes only to it. A window with nothing
     above -FLT_MAX (e.g. an empty last window) gives -FLT_MAX and index -1. The index
     arithmetic costs as much as the pooling itself, so it runs only when ``with_mask``
-    (otherwise the mask is None).
+    (otherwise the mask is None). ``floor=False``: the caller knows no value of ``x`` is
+    below -FLT_MAX (a ReLU's output), so where torch's windows are Caffe's (none empty) the
+    values are not read again for the floor (a NaN then stays NaN).
     """
     h, w = x.shape[-2:]
     out = g.out_size(h, w)
     if not with_mask and _torch_windows_match(g, h, w, out):
         vals = _pooled_in_channels_last(lambda t: F.max_pool2d(t, kernel_size=g.kernel, stride=g.stride,
                                                                padding=g.pad, ceil_mode=True), x)
-        return _floor_at_minus_flt_max(vals), None
+        return (_floor_at_minus_flt_max(vals) if floor else vals), None
     xp = _padded_input(x, g, out, float("-inf"))
     if not with_mask:
         vals = _pooled_in_channels_last(lambda t: F.max_pool2d(t, kernel_size=g.kernel, stride=g.stride), xp)
@@ -569,10 +571,11 @@ class Pooling(Layer):
         out = shape[:2] + self._geometry(shape).out_size(shape[2], shape[3])
         return [out] * max(1, len(self.param.top))
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, floor: bool = True) -> list[torch.Tensor]:
+        """``floor=False``: no value of ``x`` is below -FLT_MAX (see :func:`max_pool`)."""
         g = self._geometry(tuple(x.shape))
         if self.pool == PoolMethod.MAX:
-            vals, mask = max_pool(x, g, with_mask=len(self.param.top) > 1)
+            vals, mask = max_pool(x, g, with_mask=len(self.param.top) > 1, floor=floor)
             return [vals] if mask is None else [vals, mask.detach()]
         if self.pool == PoolMethod.AVE:
             return [ave_pool(x, g)]

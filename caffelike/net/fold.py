@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.base import TEST, Delegating, Layer
+from ..proto import caffe_pb2
 from ..glog import get_logger
 from .graph import NetGraph
 from .plan import NetPlan
@@ -268,6 +269,53 @@ def in_place_fusions(graph: NetGraph) -> dict[int, nn.Module]:
         swaps[i] = combined
         swaps[j] = PassThrough(follower, alone_as_written=True)
     return swaps
+
+
+# -- whole forward passes: MAX pooling of a ReLU's output needs no floor -----------------------------
+class FloorlessMaxPool(Delegating):
+    """A MAX Pooling whose bottom, in a whole forward pass, is made by a ReLU (slope 0), or by
+    Concat, Split, Pooling and Dropout layers of such values only: nothing in it is below
+    -FLT_MAX, so the pooled values are not read again for Caffe's floor (see
+    :func:`~caffelike.layers.vision.max_pool`). Only for whole passes: a partial forward may
+    start from a blob a script wrote."""
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.original.forward(x, floor=False)
+
+
+_KEEPS_SIGN = {"Concat", "Split", "Pooling", "Dropout"}  # non-negative bottoms: non-negative tops
+
+
+def floorless_max_pools(graph: NetGraph, swaps: Mapping[int, nn.Module] | None = None
+                        ) -> dict[int, nn.Module]:
+    """Layer index -> :class:`FloorlessMaxPool` for each MAX Pooling (one top) whose bottom is
+    non-negative or NaN in a whole pass, as its producers say; layers in ``swaps`` are left."""
+    versions, _ = value_readers(graph.plan)
+    known: dict[int, bool] = {}
+
+    def non_negative(producer: int) -> bool:
+        if producer < 0:  # an input or a stored blob: anything
+            return False
+        if producer not in known:
+            lay, layer = graph.plan.layers[producer], graph.layers[producer]
+            if layer is None:
+                known[producer] = False
+            elif lay.type == "ReLU":
+                known[producer] = layer.fused_activation() == 0.0
+            else:
+                known[producer] = lay.type in _KEEPS_SIGN and bool(versions[producer]) and all(
+                    non_negative(p) for _, p in versions[producer])
+        return known[producer]
+
+    found: dict[int, nn.Module] = {}
+    for i, lay in enumerate(graph.plan.layers):
+        module = graph.module(i)
+        if (i in (swaps or {}) or lay.type != "Pooling" or module is None or isinstance(module, Delegating)
+                or len(lay.tops) != 1 or module.pool != caffe_pb2.PoolingParameter.MAX):
+            continue
+        if non_negative(versions[i][0][1]):
+            found[i] = FloorlessMaxPool(module)
+    return found
 
 
 # -- training-safe too: a ReLU that rewrites a fresh value in place, run in place ----------------

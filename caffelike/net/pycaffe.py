@@ -366,10 +366,11 @@ class Net(nn.Module):
         # (optimize, fusion, sharing) or the net moves.
         key = (self.graph.version, self._device_probe.device)
         if self._fused_steps[0] != key:
-            from .fold import in_place_fusions
+            from .fold import floorless_max_pools, in_place_fusions
             from .packed import packed_swaps, packing_available
 
             swaps = in_place_fusions(self.graph)
+            swaps.update(floorless_max_pools(self.graph, swaps))
             if key[1].type == "cpu":
                 keep_freed_memory()  # each pass reuses the last one's pages (see ..allocator)
                 if packing_available():

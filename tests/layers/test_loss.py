@@ -193,6 +193,19 @@ def test_softmax_loss_clips_at_flt_min_but_its_gradient_does_not(dtype) -> None:
     np.testing.assert_allclose(x.grad.numpy(), expected_grad, rtol=1e-6)
 
 
+def test_softmax_loss_of_a_minus_inf_score_is_clipped_not_nan() -> None:
+    # Row 0's label scores -inf: prob 0, so Caffe's loss term is -log(FLT_MIN) and its
+    # gradient prob - onehot = (1, -1); row 1 is ordinary.
+    layer = _layer("SoftmaxWithLoss", [(2, 2), (2,)])
+    x = torch.tensor([[0.0, -math.inf], [1.0, 0.0]], requires_grad=True)
+    loss = layer(x, torch.tensor([1.0, 0.0]))[0]
+    flt_min = float(np.finfo(np.float32).tiny)
+    q = 1.0 / (1.0 + math.exp(-1.0))  # row 1: prob of its label 0
+    assert float(loss) == pytest.approx((-math.log(flt_min) - math.log(q)) / 2, rel=1e-6)
+    loss.backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.array([[1.0, -1.0], [q - 1.0, 1.0 - q]]) / 2, rtol=1e-6)
+
+
 @pytest.mark.parametrize("mode,divisor", [("VALID", 3), ("FULL", 3), ("BATCH_SIZE", 3), ("NONE", 1)])
 def test_softmax_loss_normalization_of_row_scores(mode: str, divisor: int) -> None:
     lp = caffe_pb2.LossParameter(normalization=getattr(caffe_pb2.LossParameter, mode))
