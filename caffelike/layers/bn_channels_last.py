@@ -94,7 +94,8 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
             gain = invstd if weight is None else weight * invstd
             # dx = a*dy + b*(x - mean) + c0 per channel: a = gain, b = -gain*invstd*dweight/m,
             # c0 = -gain*dbias/m; b*(x - mean) + c0 is an inference-mode forward (unit variance)
-            b, c0, a = torch.stack((dweight * invstd, dbias, minus_rows)).mul_(gain * (-1.0 / rows)).repeat(1, k)
+            coef = torch.stack((dweight * invstd, dbias, minus_rows)).mul_(gain * (-1.0 / rows))
+            b, c0, a = coef.repeat(1, k)
             dx = torch.native_batch_norm(x4, b, c0, mean_k, ones, False, 0.0, 0.0)[0]
             dx.view(shape[:2]).addcmul_(g4.view(shape[:2]), a)
             dx = dx.as_strided(x.shape, x.stride())
