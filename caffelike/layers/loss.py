@@ -237,15 +237,15 @@ class SoftmaxWithLoss(LossLayer):
         if shapes != self._checked[0]:
             self._checked = (shapes, self._check_labels(shapes))
         outer, c, inner = self._checked[1]
-        if inner == 1 and outer and self.ignore is None and self.class_weights is None:
+        # (N, C) scores on the CPU; elsewhere the NaN test would wait for the device, or break a graph
+        if (inner == 1 and outer and self.ignore is None and self.class_weights is None
+                and x.device.type == "cpu" and not (torch.compiler.is_compiling() or torch.jit.is_tracing())):
             target = _labels(label).view(outer)
-            # elsewhere the NaN test below would wait for the device, or break a graph
-            if x.device.type == "cpu" and not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
-                loss = self._every_label_counts(target, c, lambda: _row_softmax_loss(
-                    x.reshape(outer, c), target, _REDUCTION[self.mode]))
-                value = loss.item()
-                if value == value:  # NaN only from a score of -inf (or NaN): the path below is exact
-                    return [loss]
+            loss = self._every_label_counts(target, c, lambda: _row_softmax_loss(
+                x.reshape(outer, c), target, _REDUCTION[self.mode]))
+            value = loss.item()
+            if value == value:  # NaN only from a score of -inf (or NaN): the path below is exact
+                return [loss]
         index = _labels(label).reshape(outer, 1, inner)
         if self.ignore is None:  # every label counts: no mask to build, multiply or count
             return [self._every_label_counts(index, c, lambda: _SoftmaxLossFn.apply(

@@ -290,6 +290,7 @@ def floorless_max_pools(graph: NetGraph, swaps: Mapping[int, nn.Module] | None =
                         ) -> dict[int, nn.Module]:
     """Layer index -> :class:`FloorlessMaxPool` for each MAX Pooling (one top) whose bottom is
     non-negative or NaN in a whole pass, as its producers say; layers in ``swaps`` are left."""
+    swaps = swaps or {}
     versions, _ = value_readers(graph.plan)
     known: dict[int, bool] = {}
 
@@ -310,7 +311,7 @@ def floorless_max_pools(graph: NetGraph, swaps: Mapping[int, nn.Module] | None =
     found: dict[int, nn.Module] = {}
     for i, lay in enumerate(graph.plan.layers):
         module = graph.module(i)
-        if (i in (swaps or {}) or lay.type != "Pooling" or module is None or isinstance(module, Delegating)
+        if (i in swaps or lay.type != "Pooling" or module is None or isinstance(module, Delegating)
                 or len(lay.tops) != 1 or module.pool != caffe_pb2.PoolingParameter.MAX):
             continue
         if non_negative(versions[i][0][1]):
